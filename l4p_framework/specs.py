@@ -1,0 +1,137 @@
+"""Typed, frozen specs that plugins register through the hooks of `l4p_framework.plugins`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+import torch
+from pydantic import BaseModel
+
+Layer = int | Literal["final"]
+"""A token-feature layer: 0 = patch embedding + positions, k = output of block k, "final" = LayerNorm."""
+
+
+@dataclass(frozen=True)
+class EncoderInfo:
+    """What a head may know about the encoder it runs on (enough to size its decoder)."""
+
+    preset: str
+    width: int
+    depth: int
+    num_heads: int
+    patch_size: int
+    tubelet: int
+    num_frames: int
+    image_size: tuple[int, int]
+    fingerprint: str = ""
+
+    @property
+    def token_grid(self) -> tuple[int, int, int]:
+        """(t, h, w) token grid of one window."""
+        h, w = self.image_size
+        return self.num_frames // self.tubelet, h // self.patch_size, w // self.patch_size
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    """One named output of a head: `shape` uses B, T, H, W, N symbols."""
+
+    name: str
+    shape: str
+    meaning: str
+
+
+class Stitcher(Protocol):
+    """Merges one head's per-window outputs of a long video into full-length outputs.
+
+    Windows arrive in order. `merge` gets the running state (None for the first window), the
+    window's outputs (time dim of length `window`), the window start frame and the number of
+    frames this window shares with the previous one; it returns the new state. `finalize`
+    returns the full-length outputs.
+    """
+
+    def merge(self, state: Any, outputs: dict[str, torch.Tensor], start: int, overlap: int) -> Any: ...
+
+    def finalize(self, state: Any) -> dict[str, torch.Tensor]: ...
+
+
+@dataclass(frozen=True)
+class HeadSpec:
+    """The contract of one task head (architecture.md §4).
+
+    build(encoder_info, config) -> nn.Module whose forward(features: TokenFeatures, batch: dict)
+    returns a dict of named tensors (see `outputs`). loss(outputs, batch, config) returns
+    {"loss": total, **terms}; metrics(outputs, batch) returns floats; visualize(outputs, batch)
+    returns a dict of name -> uint8 image array (H, W, 3) or a list of them (frames).
+    """
+
+    name: str
+    version: str
+    config_model: type[BaseModel]
+    layers: Callable[[EncoderInfo, BaseModel], Sequence[Layer]]
+    build: Callable[[EncoderInfo, BaseModel], torch.nn.Module]
+    loss: Callable[[dict, dict, BaseModel], dict[str, torch.Tensor]]
+    metrics: Callable[[dict, dict], dict[str, float]]
+    targets: tuple[str, ...]
+    outputs: tuple[OutputSpec, ...]
+    stitcher: Callable[[BaseModel], Stitcher]
+    visualize: Callable[[dict, dict], dict[str, Any]] | None = None
+    inputs: tuple[str, ...] = ()
+    """Extra batch keys the head reads at inference (e.g. "queries", "intrinsics")."""
+    official_key_map: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]] | None = None
+    description: str = ""
+    distribution: str = "<unknown>"
+    """Filled in by the plugin host with the registering distribution's name."""
+    distribution_version: str = ""
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    """A named encoder preset (`config` is an `l4p_framework.encoder.EncoderConfig`)."""
+
+    name: str
+    config: BaseModel
+    description: str = ""
+    distribution: str = "<unknown>"
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A data source usable as `--data NAME`.
+
+    build(split, **options) -> torch.utils.data.Dataset whose items are sample dicts with the
+    keys of `l4p_framework.batch`. `provides` lists the keys its samples carry.
+    """
+
+    name: str
+    build: Callable[..., torch.utils.data.Dataset]
+    provides: tuple[str, ...]
+    splits: tuple[str, ...] = ("train", "val", "test")
+    description: str = ""
+    distribution: str = "<unknown>"
+
+
+@dataclass(frozen=True)
+class SubcommandSpec:
+    """An extra `l4p NAME` command: add_arguments(argparse parser); run(args) -> exit code."""
+
+    name: str
+    help: str
+    add_arguments: Callable[[Any], None]
+    run: Callable[[Any], int]
+    distribution: str = "<unknown>"
+
+
+@dataclass(frozen=True)
+class PluginRecord:
+    """What the host knows about one plugin for `l4p plugins`."""
+
+    name: str
+    distribution: str
+    version: str
+    status: Literal["active", "blocked", "failed"]
+    hooks: tuple[str, ...] = ()
+    error: str = ""
+    provides: dict[str, tuple[str, ...]] = field(default_factory=dict)
