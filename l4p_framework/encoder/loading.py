@@ -1,0 +1,303 @@
+"""load_encoder: presets, l4p safetensors, Hugging Face VideoMAE folders, VideoMAEv2 .pth files."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch import nn
+
+from ..errors import WeightsError
+from ..safetensors_io import read_safetensors, strict_load, write_safetensors
+from .config import IMAGENET_MEAN, IMAGENET_STD, PRESETS, EncoderConfig
+from .vit import VideoEncoder
+
+Precision = Literal["auto", "bf16", "fp32"]
+ENCODER_FORMAT = "l4p-encoder/1"
+
+
+def bf16_supported(device: torch.device | str = "cpu") -> bool:
+    """True where bf16 matmuls are fast: CUDA with bf16, or a CPU with bf16 units (AMX/AVX512-BF16)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def resolve_precision(precision: Precision, device: torch.device | str = "cpu") -> torch.dtype:
+    if precision == "fp32":
+        return torch.float32
+    if precision == "bf16":
+        return torch.bfloat16
+    return torch.bfloat16 if bf16_supported(device) else torch.float32
+
+
+def get_preset(name: str) -> EncoderConfig:
+    """The named encoder config, from the core presets or an encoder plugin."""
+    if name in PRESETS:
+        return PRESETS[name]
+    from ..plugins import get_plugin_host  # encoder plugins
+
+    specs = get_plugin_host().encoders()
+    if name in specs:
+        return specs[name].config
+    known = sorted({*PRESETS, *specs})
+    from ..errors import ConfigError
+    from ..suggest import did_you_mean
+
+    raise ConfigError(f"unknown encoder preset {name!r}{did_you_mean(name, known)}; known presets: {known}")
+
+
+def init_weights(encoder: VideoEncoder, seed: int) -> VideoEncoder:
+    """Deterministic ViT initialisation: trunc-normal(0.02) linears/conv, zero biases, unit norms."""
+    gen = torch.Generator().manual_seed(seed)
+    for module in encoder.modules():
+        if isinstance(module, nn.Linear | nn.Conv3d):
+            with torch.no_grad():
+                module.weight.copy_(torch.randn(module.weight.shape, generator=gen).clamp_(-2, 2) * 0.02)
+                if module.bias is not None:
+                    module.bias.zero_()
+        elif isinstance(module, nn.LayerNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+    return encoder
+
+
+def build_encoder(config: EncoderConfig | str, seed: int = 0) -> VideoEncoder:
+    """A randomly initialised (trainable) encoder of `config` (or a preset name)."""
+    config = get_preset(config) if isinstance(config, str) else config
+    return init_weights(VideoEncoder(config), seed)
+
+
+def load_encoder(
+    source: str | os.PathLike,
+    preset: str | None = None,
+    *,
+    precision: Precision = "fp32",
+    device: str | torch.device = "cpu",
+    seed: int = 0,
+) -> VideoEncoder:
+    """The frozen encoder from `source`.
+
+    source: a preset name (random init from `seed`), an l4p encoder ``.safetensors`` file, a
+    Hugging Face VideoMAE folder (config.json + model.safetensors or pytorch_model.bin), or an
+    official VideoMAEv2 ``.pth`` state dict (`preset` picks the architecture when it cannot be
+    inferred). Every load is strict. precision "auto" picks bf16 where the hardware runs it fast.
+    """
+    path = Path(source)
+    if path.is_dir():
+        encoder = _load_hf_folder(path)
+    elif path.suffix == ".safetensors":
+        encoder = _load_l4p_file(path)
+    elif path.suffix in (".pth", ".pt", ".bin", ".ckpt"):
+        encoder = _load_videomaev2(path, preset)
+    elif isinstance(source, str) and not path.exists() and "/" not in source and "." not in source:
+        encoder = build_encoder(source, seed)
+    else:
+        raise WeightsError(
+            f"cannot load an encoder from {source!r}: expected a preset name, a .safetensors file, "
+            "a Hugging Face VideoMAE folder or a VideoMAEv2 .pth file"
+            + ("" if path.exists() else " (the path does not exist)")
+        )
+    encoder.freeze()
+    return encoder.to(device=device, dtype=resolve_precision(precision, device))
+
+
+def save_encoder(encoder: VideoEncoder, path: str | os.PathLike) -> Path:
+    """Write the encoder's weights, config and fingerprint to a safetensors file (atomically)."""
+    state = {k: v.float() for k, v in encoder.state_dict().items()}
+    metadata = {
+        "format": ENCODER_FORMAT,
+        "config": encoder.config.model_dump(mode="json"),
+        "fingerprint": encoder.fingerprint,
+    }
+    return write_safetensors(path, state, metadata)
+
+
+def _load_l4p_file(path: Path) -> VideoEncoder:
+    tensors, metadata = read_safetensors(path)
+    if metadata.get("format") != ENCODER_FORMAT:
+        raise WeightsError(
+            f"{path} is not an l4p encoder file (metadata format {metadata.get('format')!r}, "
+            f"expected {ENCODER_FORMAT!r}); head files load with load_head, foreign files need conversion"
+        )
+    try:
+        config = EncoderConfig.model_validate_json(metadata["config"])
+    except Exception as exc:
+        raise WeightsError(f"{path}: encoder config in the metadata is invalid: {exc}") from None
+    encoder = VideoEncoder(config)
+    strict_load(encoder, tensors, str(path))
+    recorded = metadata.get("fingerprint", "").strip('"')
+    if recorded and recorded != encoder.fingerprint:
+        raise WeightsError(
+            f"{path}: weights do not match the fingerprint recorded in the file "
+            f"({recorded[:12]}... vs computed {encoder.fingerprint[:12]}...); the file was altered"
+        )
+    return encoder
+
+
+# -- Hugging Face transformers VideoMAE ---------------------------------------------------------
+_HF_DROP = re.compile(r"^(decoder\.|encoder_to_decoder\.|mask_token$|fc_norm\.|classifier\.)")
+
+
+def _load_hf_folder(path: Path) -> VideoEncoder:
+    config_file = path / "config.json"
+    if not config_file.is_file():
+        raise WeightsError(f"{path} is a folder but has no config.json; expected a Hugging Face VideoMAE folder")
+    try:
+        hf = json.loads(config_file.read_text())
+    except json.JSONDecodeError as exc:
+        raise WeightsError(f"{config_file} is not valid JSON: {exc}") from None
+    if hf.get("model_type") != "videomae":
+        raise WeightsError(f"{config_file}: model_type is {hf.get('model_type')!r}, expected 'videomae'")
+    if hf.get("hidden_act", "gelu") != "gelu":
+        raise WeightsError(f"{config_file}: hidden_act {hf['hidden_act']!r} is not supported (only exact 'gelu')")
+    mean, std = IMAGENET_MEAN, IMAGENET_STD
+    pre = path / "preprocessor_config.json"
+    if pre.is_file():
+        pp = json.loads(pre.read_text())
+        mean, std = tuple(pp.get("image_mean", mean)), tuple(pp.get("image_std", std))
+    image = hf.get("image_size", 224)
+    qv = hf.get("qkv_bias", hf.get("qv_bias", True))
+    config = EncoderConfig(
+        name=f"hf:{path.name}",
+        width=hf.get("hidden_size", 768),
+        depth=hf.get("num_hidden_layers", 12),
+        num_heads=hf.get("num_attention_heads", 12),
+        mlp_dim=hf.get("intermediate_size", 3072),
+        patch_size=hf.get("patch_size", 16),
+        tubelet=hf.get("tubelet_size", 2),
+        num_frames=hf.get("num_frames", 16),
+        image_size=(image, image) if isinstance(image, int) else tuple(image),
+        qkv_bias="qv" if qv else "none",
+        norm_eps=hf.get("layer_norm_eps", 1e-12),
+        final_norm=not hf.get("use_mean_pooling", True),
+        mean=mean,
+        std=std,
+    )
+    if (path / "model.safetensors").is_file():
+        state, _ = read_safetensors(path / "model.safetensors")
+    elif (path / "pytorch_model.bin").is_file():
+        state = _torch_load(path / "pytorch_model.bin")
+    else:
+        raise WeightsError(f"{path} has neither model.safetensors nor pytorch_model.bin")
+    encoder = VideoEncoder(config)
+    strict_load(encoder, convert_hf_state_dict(state, config), f"{path} (Hugging Face VideoMAE)")
+    return encoder
+
+
+def convert_hf_state_dict(state: dict[str, torch.Tensor], config: EncoderConfig) -> dict[str, torch.Tensor]:
+    """Map transformers VideoMAE keys (v4 q_bias/v_bias or v5 query.bias/value.bias) to l4p's."""
+    state = {k.removeprefix("videomae."): v for k, v in state.items()}
+    state = {k: v for k, v in state.items() if not _HF_DROP.match(k)}
+    out: dict[str, torch.Tensor] = {}
+    rest = dict(state)
+
+    def take(key: str) -> torch.Tensor | None:
+        return rest.pop(key, None)
+
+    for name in ("weight", "bias"):
+        tensor = take(f"embeddings.patch_embeddings.projection.{name}")
+        if tensor is not None:
+            out[f"patch_embed.proj.{name}"] = tensor
+        tensor = take(f"layernorm.{name}")
+        if tensor is not None:
+            out[f"norm.{name}"] = tensor
+    for i in range(config.depth):
+        src, dst = f"encoder.layer.{i}.", f"blocks.{i}."
+        a = src + "attention.attention."
+        q, k, v = (take(f"{a}{n}.weight") for n in ("query", "key", "value"))
+        if q is not None and k is not None and v is not None:
+            out[dst + "attn.qkv.weight"] = torch.cat([q, k, v])
+        for bias_name, new in (("query.bias", "q_bias"), ("q_bias", "q_bias"), ("value.bias", "v_bias"), ("v_bias", "v_bias")):
+            tensor = take(a + bias_name)
+            if tensor is not None:
+                out[dst + "attn." + new] = tensor
+        for old, new in (
+            ("attention.output.dense", "attn.proj"),
+            ("intermediate.dense", "mlp.fc1"),
+            ("output.dense", "mlp.fc2"),
+            ("layernorm_before", "norm1"),
+            ("layernorm_after", "norm2"),
+        ):
+            for name in ("weight", "bias"):
+                tensor = take(f"{src}{old}.{name}")
+                if tensor is not None:
+                    out[f"{dst}{new}.{name}"] = tensor
+    out.update({f"<unconverted>{k}": v for k, v in rest.items()})  # reported as unexpected keys
+    return out
+
+
+# -- official VideoMAEv2 / L4P state dicts -----------------------------------------------------
+_V2_PREFIXES = ("module.", "model.", "l4p_model.video_encoder.", "video_encoder.", "encoder.", "backbone.")
+
+
+def _torch_load(path: Path) -> dict:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise WeightsError(
+            f"{path} could not be read as a weights-only torch file ({type(exc).__name__}: {exc}); "
+            "l4p never unpickles arbitrary objects"
+        ) from None
+
+
+def unwrap_state_dict(obj: dict, path: Path) -> dict[str, torch.Tensor]:
+    """Strip `module`/`model`/`state_dict` wrappers and encoder key prefixes of a VideoMAEv2 file."""
+    while isinstance(obj, dict) and len(obj) <= 4:
+        inner = next((obj[k] for k in ("module", "model", "state_dict") if isinstance(obj.get(k), dict)), None)
+        if inner is None:
+            break
+        obj = inner
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise WeightsError(f"{path} does not hold a state dict of tensors")
+    for prefix in _V2_PREFIXES:
+        if any(k.startswith(prefix) for k in obj):
+            obj = {k[len(prefix) :]: v for k, v in obj.items() if k.startswith(prefix)}
+    return dict(obj)
+
+
+def _load_videomaev2(path: Path, preset: str | None) -> VideoEncoder:
+    if not path.is_file():
+        raise WeightsError(f"weights file {path} does not exist")
+    state = unwrap_state_dict(_torch_load(path), path)
+    for key in ("head.weight", "head.bias"):
+        state.pop(key, None)
+    has_norm = "norm.weight" in state
+    if not has_norm:
+        state.pop("fc_norm.weight", None), state.pop("fc_norm.bias", None)
+    if preset is None:
+        preset = _infer_preset(state, path)
+    config = get_preset(preset)
+    if not has_norm and config.final_norm:
+        config = config.model_copy(update={"final_norm": False})
+    pos = state.pop("pos_embed", None)
+    if pos is not None:
+        from .posembed import sinusoid_table
+
+        if not torch.allclose(pos.float().reshape(1, -1, config.width), sinusoid_table(pos.numel() // config.width, config.width), atol=1e-5):
+            raise WeightsError(f"{path}: stores a learned pos_embed; only the fixed sinusoidal table is supported")
+    encoder = VideoEncoder(config)
+    strict_load(encoder, state, f"{path} (VideoMAEv2 state dict, preset {preset!r})")
+    return encoder
+
+
+def _infer_preset(state: dict[str, torch.Tensor], path: Path) -> str:
+    weight = state.get("patch_embed.proj.weight")
+    if weight is None:
+        raise WeightsError(f"{path}: no patch_embed.proj.weight key; first keys: {list(state)[:5]}")
+    depth = len({k.split(".")[1] for k in state if k.startswith("blocks.")})
+    width, _, tub, p, _ = weight.shape
+    for name, config in PRESETS.items():
+        if (config.width, config.depth, config.patch_size, config.tubelet) == (width, depth, p, tub):
+            return name
+    raise WeightsError(
+        f"{path}: no preset has width {width}, depth {depth}, patch {p}, tubelet {tub}; pass preset=..."
+    )
