@@ -55,7 +55,9 @@ class PluginHost:
     def __init__(self, strict: bool | None = None):
         self.pm = pluggy.PluginManager(hooks.PROJECT)
         self.pm.add_hookspecs(hooks)
-        self.strict = os.environ.get("L4P_STRICT_PLUGINS", "") in ("1", "true", "yes") if strict is None else strict
+        self.strict = (
+            os.environ.get("L4P_STRICT_PLUGINS", "") in ("1", "true", "yes") if strict is None else strict
+        )
         self._plugins: dict[str, _Plugin] = {}
         self._cache: dict[str, dict[str, Any]] = {}
 
@@ -80,8 +82,9 @@ class PluginHost:
             self.register(plugin, name=ep.name, distribution=dist, version=version)
         return self
 
-    def register(self, plugin: object, name: str | None = None, distribution: str = "<in-memory>",
-                 version: str = "") -> None:
+    def register(
+        self, plugin: object, name: str | None = None, distribution: str = "<in-memory>", version: str = ""
+    ) -> None:
         """Register a plugin object/module in memory (tests, notebooks, programmatic use)."""
         name = name or getattr(plugin, "__name__", type(plugin).__name__)
         record = _Plugin(name, distribution, version)
@@ -122,7 +125,9 @@ class PluginHost:
                 specs = impl.function()
                 bad = [s for s in specs if not isinstance(s, spec_type)]
                 if bad:
-                    raise TypeError(f"{hook_name} returned {type(bad[0]).__name__}, expected {spec_type.__name__}")
+                    raise TypeError(
+                        f"{hook_name} returned {type(bad[0]).__name__}, expected {spec_type.__name__}"
+                    )
             except Exception as exc:
                 self._fail(record, f"{hook_name}() failed: {_describe(exc)}", exc)
                 continue

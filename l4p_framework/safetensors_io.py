@@ -57,7 +57,8 @@ def strict_load(module: torch.nn.Module, state_dict: dict[str, torch.Tensor], so
         problems.append(f"{len(shapes)} wrong shapes (first: {shapes[:3]})")
     if problems:
         raise WeightsError(
-            f"{source} does not match {type(module).__name__}: " + "; ".join(problems)
+            f"{source} does not match {type(module).__name__}: "
+            + "; ".join(problems)
             + ". Check that the file was made for this model and preset."
         )
     module.load_state_dict(state_dict, strict=True)

@@ -57,12 +57,23 @@ PRESETS: dict[str, EncoderConfig] = {
     for c in [
         # Test encoder: 4 blocks, 64 wide, 8 frames at 64x64 -> 4x8x8 tokens.
         EncoderConfig(
-            name="tiny", width=64, depth=4, num_heads=2, mlp_dim=128, patch_size=8, num_frames=8,
+            name="tiny",
+            width=64,
+            depth=4,
+            num_heads=2,
+            mlp_dim=128,
+            patch_size=8,
+            num_frames=8,
             image_size=(64, 64),
         ),
         # The shipped CPU default model: 16 frames at 128x128, patch 8 -> 8x16x16 = 2048 tokens.
         EncoderConfig(
-            name="l4p-cpu-small", width=192, depth=6, num_heads=3, mlp_dim=768, patch_size=8,
+            name="l4p-cpu-small",
+            width=192,
+            depth=6,
+            num_heads=3,
+            mlp_dim=768,
+            patch_size=8,
             image_size=(128, 128),
         ),
         EncoderConfig(name="videomae-small", width=384, depth=12, num_heads=6, mlp_dim=1536, patch_size=16),

@@ -150,7 +150,9 @@ _HF_DROP = re.compile(r"^(decoder\.|encoder_to_decoder\.|mask_token$|fc_norm\.|c
 def _load_hf_folder(path: Path) -> VideoEncoder:
     config_file = path / "config.json"
     if not config_file.is_file():
-        raise WeightsError(f"{path} is a folder but has no config.json; expected a Hugging Face VideoMAE folder")
+        raise WeightsError(
+            f"{path} is a folder but has no config.json; expected a Hugging Face VideoMAE folder"
+        )
     try:
         hf = json.loads(config_file.read_text())
     except json.JSONDecodeError as exc:
@@ -158,7 +160,9 @@ def _load_hf_folder(path: Path) -> VideoEncoder:
     if hf.get("model_type") != "videomae":
         raise WeightsError(f"{config_file}: model_type is {hf.get('model_type')!r}, expected 'videomae'")
     if hf.get("hidden_act", "gelu") != "gelu":
-        raise WeightsError(f"{config_file}: hidden_act {hf['hidden_act']!r} is not supported (only exact 'gelu')")
+        raise WeightsError(
+            f"{config_file}: hidden_act {hf['hidden_act']!r} is not supported (only exact 'gelu')"
+        )
     mean, std = IMAGENET_MEAN, IMAGENET_STD
     pre = path / "preprocessor_config.json"
     if pre.is_file():
@@ -216,7 +220,12 @@ def convert_hf_state_dict(state: dict[str, torch.Tensor], config: EncoderConfig)
         q, k, v = (take(f"{a}{n}.weight") for n in ("query", "key", "value"))
         if q is not None and k is not None and v is not None:
             out[dst + "attn.qkv.weight"] = torch.cat([q, k, v])
-        for bias_name, new in (("query.bias", "q_bias"), ("q_bias", "q_bias"), ("value.bias", "v_bias"), ("v_bias", "v_bias")):
+        for bias_name, new in (
+            ("query.bias", "q_bias"),
+            ("q_bias", "q_bias"),
+            ("value.bias", "v_bias"),
+            ("v_bias", "v_bias"),
+        ):
             tensor = take(a + bias_name)
             if tensor is not None:
                 out[dst + "attn." + new] = tensor
@@ -252,7 +261,9 @@ def _torch_load(path: Path) -> dict:
 def unwrap_state_dict(obj: dict, path: Path) -> dict[str, torch.Tensor]:
     """Strip `module`/`model`/`state_dict` wrappers and encoder key prefixes of a VideoMAEv2 file."""
     while isinstance(obj, dict) and len(obj) <= 4:
-        inner = next((obj[k] for k in ("module", "model", "state_dict") if isinstance(obj.get(k), dict)), None)
+        inner = next(
+            (obj[k] for k in ("module", "model", "state_dict") if isinstance(obj.get(k), dict)), None
+        )
         if inner is None:
             break
         obj = inner
@@ -282,8 +293,14 @@ def _load_videomaev2(path: Path, preset: str | None) -> VideoEncoder:
     if pos is not None:
         from .posembed import sinusoid_table
 
-        if not torch.allclose(pos.float().reshape(1, -1, config.width), sinusoid_table(pos.numel() // config.width, config.width), atol=1e-5):
-            raise WeightsError(f"{path}: stores a learned pos_embed; only the fixed sinusoidal table is supported")
+        if not torch.allclose(
+            pos.float().reshape(1, -1, config.width),
+            sinusoid_table(pos.numel() // config.width, config.width),
+            atol=1e-5,
+        ):
+            raise WeightsError(
+                f"{path}: stores a learned pos_embed; only the fixed sinusoidal table is supported"
+            )
     encoder = VideoEncoder(config)
     strict_load(encoder, state, f"{path} (VideoMAEv2 state dict, preset {preset!r})")
     return encoder

@@ -13,8 +13,16 @@ transformers = pytest.importorskip("transformers")
 
 def _hf_model(tmp_path, qkv_bias=True, mean_pooling=False):
     config = transformers.VideoMAEConfig(
-        image_size=32, patch_size=8, num_frames=4, tubelet_size=2, hidden_size=48, num_hidden_layers=3,
-        num_attention_heads=4, intermediate_size=96, use_mean_pooling=mean_pooling, qv_bias=qkv_bias,
+        image_size=32,
+        patch_size=8,
+        num_frames=4,
+        tubelet_size=2,
+        hidden_size=48,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        intermediate_size=96,
+        use_mean_pooling=mean_pooling,
+        qv_bias=qkv_bias,
         layer_norm_eps=1e-6,
     )
     torch.manual_seed(0)
@@ -24,7 +32,9 @@ def _hf_model(tmp_path, qkv_bias=True, mean_pooling=False):
             if "bias" in name or "layernorm" in name:
                 p.add_(torch.randn_like(p) * 0.1)
     model.save_pretrained(tmp_path)
-    (tmp_path / "preprocessor_config.json").write_text(json.dumps({"image_mean": [0.5] * 3, "image_std": [0.25] * 3}))
+    (tmp_path / "preprocessor_config.json").write_text(
+        json.dumps({"image_mean": [0.5] * 3, "image_std": [0.25] * 3})
+    )
     return model
 
 
@@ -45,9 +55,19 @@ def test_parity_with_transformers(tmp_path, qkv_bias):
 
 def test_for_pretraining_and_classification_prefixes(tmp_path):
     config = transformers.VideoMAEConfig(
-        image_size=32, patch_size=8, num_frames=4, tubelet_size=2, hidden_size=32, num_hidden_layers=2,
-        num_attention_heads=2, intermediate_size=64, decoder_hidden_size=16, decoder_num_hidden_layers=1,
-        decoder_num_attention_heads=2, decoder_intermediate_size=32, num_labels=3,
+        image_size=32,
+        patch_size=8,
+        num_frames=4,
+        tubelet_size=2,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        decoder_hidden_size=16,
+        decoder_num_hidden_layers=1,
+        decoder_num_attention_heads=2,
+        decoder_intermediate_size=32,
+        num_labels=3,
     )
     for cls in (transformers.VideoMAEForPreTraining, transformers.VideoMAEForVideoClassification):
         folder = tmp_path / cls.__name__
@@ -55,8 +75,10 @@ def test_for_pretraining_and_classification_prefixes(tmp_path):
         model.save_pretrained(folder)
         encoder = load_encoder(folder)
         video = torch.rand(1, 3, 4, 32, 32)
-        pix = ((video - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1, 1))
-               / torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1, 1)).transpose(1, 2)
+        pix = (
+            (video - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1, 1))
+            / torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1, 1)
+        ).transpose(1, 2)
         with torch.no_grad():
             ref = model.videomae(pixel_values=pix, output_hidden_states=True)
         assert (encoder(video, [2])[2] - ref.hidden_states[2]).abs().max() < 1e-5

@@ -16,7 +16,9 @@ def test_position_table_formula_bit_exact():
     assert table[0, p, j].item() == expected
     expected_sin = np.float32(np.sin(np.float64(p) / np.power(10000, 2 * 388 / 1408)))
     assert table[0, p, 776].item() == expected_sin
-    assert torch.equal(table[0, 0, 0::2], torch.zeros(704)) and torch.equal(table[0, 0, 1::2], torch.ones(704))
+    assert torch.equal(table[0, 0, 0::2], torch.zeros(704)) and torch.equal(
+        table[0, 0, 1::2], torch.ones(704)
+    )
 
 
 def test_vitg14_matches_official_key_table():
@@ -42,8 +44,18 @@ def test_vitg14_matches_official_key_table():
     assert "blocks.0.attn.qkv.bias" not in state and not any("pos_embed" in k or "head" in k for k in state)
     per_block = {k.split(".", 2)[2] for k in state if k.startswith("blocks.0.")}
     assert per_block == {
-        "norm1.weight", "norm1.bias", "attn.q_bias", "attn.v_bias", "attn.qkv.weight", "attn.proj.weight",
-        "attn.proj.bias", "norm2.weight", "norm2.bias", "mlp.fc1.weight", "mlp.fc1.bias", "mlp.fc2.weight",
+        "norm1.weight",
+        "norm1.bias",
+        "attn.q_bias",
+        "attn.v_bias",
+        "attn.qkv.weight",
+        "attn.proj.weight",
+        "attn.proj.bias",
+        "norm2.weight",
+        "norm2.bias",
+        "mlp.fc1.weight",
+        "mlp.fc1.bias",
+        "mlp.fc2.weight",
         "mlp.fc2.bias",
     }
 
@@ -83,7 +95,9 @@ def test_frozen_by_construction():
     video = torch.rand(1, 3, 8, 64, 64, requires_grad=True)
     assert not encoder(video, ["final"])["final"].requires_grad
     fp = encoder.fingerprint
-    assert len(fp) == 64 and fp == load_encoder("tiny").fingerprint != load_encoder("tiny", seed=1).fingerprint
+    assert (
+        len(fp) == 64 and fp == load_encoder("tiny").fingerprint != load_encoder("tiny", seed=1).fingerprint
+    )
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,282 @@
+"""Composition: one frozen encoder + any set of head plugins as a single nn.Module."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import torch
+from pydantic import BaseModel
+from torch import nn
+
+from .checkpoints import build_head, load_head
+from .encoder import VideoEncoder, load_encoder
+from .errors import InputError, PluginError, RegistryError, check_tensor
+from .features import TokenFeatures
+from .io import sha256_file
+from .plugins import PluginHost, get_plugin_host
+from .registry import RegistryFile, load_registry
+from .specs import HeadSpec, Layer
+from .windows import Window, pad_video, plan_windows
+
+
+def time_dim(shape: str) -> int | None:
+    """Index of the "T" axis in an OutputSpec shape string such as "(B, 1, T, H, W)"."""
+    axes = [a.strip() for a in re.sub(r"[()]", "", shape).split(",")]
+    return axes.index("T") if "T" in axes else None
+
+
+class L4P(nn.Module):
+    """A frozen encoder plus named heads; `model(video)` runs the encoder once per window.
+
+    Heads never see each other's outputs. Results are namespaced: out["depth"]["depth"].
+    `model.heads["normals"]` is a plain nn.Module; add_head / remove_head touch no other head.
+    """
+
+    def __init__(self, encoder: VideoEncoder, window_stride: int | None = None):
+        super().__init__()
+        if not encoder.frozen:
+            encoder.freeze()
+        self.encoder = encoder
+        self.heads = nn.ModuleDict()
+        self.specs: dict[str, HeadSpec] = {}
+        self.configs: dict[str, BaseModel] = {}
+        self.window_stride = window_stride or max(1, encoder.config.num_frames // 2)
+
+    # -- heads ---------------------------------------------------------------------------------
+    def add_head(
+        self,
+        spec: HeadSpec,
+        config: BaseModel | dict | None = None,
+        module: nn.Module | None = None,
+        seed: int = 0,
+    ) -> nn.Module:
+        """Add a head (built with its own RNG stream from its name and `seed` unless `module`)."""
+        if spec.name in self.heads:
+            raise PluginError(f"head {spec.name!r} is already composed; remove_head it first")
+        if not isinstance(config, BaseModel):
+            from .config import validate
+
+            config = validate(spec.config_model, config or {}, f"config of head {spec.name!r}", spec.name)
+        self.layers_of(spec, config)  # validates the layers against this encoder
+        module = module if module is not None else build_head(spec, self.encoder.info, config, seed)
+        self.heads[spec.name] = module
+        self.specs[spec.name] = spec
+        self.configs[spec.name] = config
+        return module
+
+    def remove_head(self, name: str) -> nn.Module:
+        if name not in self.heads:
+            raise PluginError(f"no head {name!r} composed; composed heads: {list(self.heads)}")
+        self.specs.pop(name), self.configs.pop(name)
+        return self.heads.pop(name)
+
+    def layers_of(self, spec: HeadSpec, config: BaseModel) -> list[Layer]:
+        layers = list(spec.layers(self.encoder.info, config))
+        depth = self.encoder.config.depth
+        bad = [x for x in layers if not (x == "final" or (isinstance(x, int) and 0 <= x <= depth))]
+        if bad:
+            raise InputError(
+                f"head {spec.name!r} reads layers {bad} that encoder {self.encoder.config.name!r} "
+                f"(depth {depth}) does not have; configure the head's layers for this encoder"
+            )
+        return layers
+
+    @property
+    def layers(self) -> list[Layer]:
+        """Union of every composed head's layers (order of first appearance)."""
+        union: dict[Layer, None] = {}
+        for name, spec in self.specs.items():
+            union.update(dict.fromkeys(self.layers_of(spec, self.configs[name])))
+        return list(union)
+
+    def train(self, mode: bool = True) -> L4P:
+        super().train(mode)
+        self.encoder.train(False)
+        return self
+
+    # -- running ------------------------------------------------------------------------------
+    def encode(self, video: torch.Tensor) -> TokenFeatures:
+        """Encoder features of one window for the union of the heads' layers."""
+        return self.encoder(video, self.layers)
+
+    def run_heads(
+        self, features: TokenFeatures, batch: dict[str, Any], heads: Iterable[str] | None = None
+    ) -> dict[str, dict[str, torch.Tensor]]:
+        """Every (or the named) head on one window's features."""
+        out = {}
+        for name in heads or self.heads:
+            spec, config = self.specs[name], self.configs[name]
+            out[name] = self.heads[name](features.select(self.layers_of(spec, config)), batch)
+        return out
+
+    def forward(
+        self,
+        video: torch.Tensor,
+        queries: torch.Tensor | None = None,
+        intrinsics: torch.Tensor | None = None,
+        heads: Sequence[str] | None = None,
+    ) -> dict[str, dict]:
+        """Run the composed heads on video (B, 3, T, H, W) float in [0, 1] of any length T.
+
+        queries: (B, N, 3) as (t, x, y) in frames / pixels (tracking); intrinsics: (B, 3, 3) or
+        (B, T, 3, 3) pixel-unit K. Windows of the encoder's length with `window_stride`; clips
+        shorter than a window are ping-pong padded and the padding removed from the outputs.
+        """
+        check_video(video)
+        heads = list(heads or self.heads)
+        missing = [h for h in heads if h not in self.heads]
+        if missing:
+            raise PluginError(f"heads {missing} are not composed; composed: {list(self.heads)}")
+        b, _, t = video.shape[:3]
+        size = self.encoder.config.num_frames
+        padded = pad_video(video, size)
+        intr = _per_frame_intrinsics(intrinsics, b, t, padded.shape[2], video)
+        states: dict[str, Any] = dict.fromkeys(heads)
+        memory: dict[str, Any] = dict.fromkeys(heads)
+        stitchers = {h: self.specs[h].stitcher(self.configs[h]) for h in heads}
+        for window in plan_windows(padded.shape[2], size, self.window_stride):
+            clip = padded[:, :, window.start : window.start + size]
+            features = self.encode(clip)
+            batch = {"video": clip, "window": window, "num_frames": t}
+            if queries is not None:
+                batch["queries"] = queries
+            if intr is not None:
+                batch["intrinsics"] = intr[:, window.start : window.start + size]
+            for name in heads:
+                outputs, memory[name] = self._run_window(name, features, batch, memory[name])
+                states[name] = stitchers[name].merge(states[name], outputs, window.start, window.overlap)
+        return {name: self._crop(name, stitchers[name].finalize(states[name]), t) for name in heads}
+
+    def _run_window(self, name: str, features: TokenFeatures, batch: dict, memory: Any):
+        module = self.heads[name]
+        feats = features.select(self.layers_of(self.specs[name], self.configs[name]))
+        if hasattr(module, "forward_window"):
+            return module.forward_window(feats, batch, memory)
+        return module(feats, batch), None
+
+    def _crop(self, name: str, outputs: dict[str, torch.Tensor], t: int) -> dict[str, torch.Tensor]:
+        dims = {o.name: time_dim(o.shape) for o in self.specs[name].outputs}
+        return {
+            k: v.narrow(dims[k], 0, t) if dims.get(k) is not None and v.shape[dims[k]] > t else v
+            for k, v in outputs.items()
+        }
+
+    # -- construction -------------------------------------------------------------------------
+    @classmethod
+    def from_registry(
+        cls,
+        path: str | os.PathLike | RegistryFile,
+        heads: Sequence[str] | None = None,
+        overrides: Sequence[str] = (),
+        host: PluginHost | None = None,
+        device: str | torch.device = "cpu",
+        allow_untrained: bool = False,
+    ) -> L4P:
+        """Build the encoder and the named (default: all registered) heads from registry.yaml."""
+        reg = path if isinstance(path, RegistryFile) else load_registry(path, overrides)
+        host = host or get_plugin_host()
+        model = cls(encoder_from_registry(reg, device), window_stride=reg.registry.window.stride)
+        for name in heads if heads is not None else list(reg.registry.heads):
+            spec = reg.check_plugin(name, host)
+            config = reg.head_config(name, spec)
+            entry = reg.registry.heads[name]
+            weights = reg.resolve(entry.weights)
+            if weights is None:
+                if not allow_untrained:
+                    raise RegistryError(
+                        f"{reg.source}: heads.{name}.weights is not set; train the head first"
+                    )
+                model.add_head(spec, config)
+                continue
+            module, _, _ = load_head(weights, spec, model.encoder.info, sha256=entry.sha256, config=config)
+            model.add_head(spec, config, module=module.to(device))
+        return model.to(device)
+
+
+def encoder_from_registry(reg: RegistryFile, device: str | torch.device = "cpu") -> VideoEncoder:
+    """The frozen encoder a registry names, with sha256 and fingerprint verified."""
+    entry = reg.registry.encoder
+    weights = reg.resolve(entry.weights)
+    if weights is not None:
+        if not weights.is_file():
+            raise RegistryError(f"{reg.source}: encoder.weights: file {weights} does not exist")
+        if entry.sha256 and sha256_file(weights) != entry.sha256:
+            raise RegistryError(
+                f"{reg.source}: encoder.weights: sha256 of {weights} differs from encoder.sha256"
+            )
+    encoder = load_encoder(weights or entry.preset, seed=entry.seed, precision=entry.precision, device=device)
+    if entry.fingerprint and encoder.fingerprint != entry.fingerprint:
+        raise RegistryError(
+            f"{reg.source}: encoder fingerprint {encoder.fingerprint[:16]}... differs from encoder.fingerprint "
+            f"{entry.fingerprint[:16]}...; run `l4p registry lock` if the change is intended"
+        )
+    return encoder
+
+
+def compose(
+    heads: Sequence[str] | None = None,
+    registry: str | os.PathLike | None = None,
+    encoder: str | VideoEncoder = "tiny",
+    host: PluginHost | None = None,
+    seed: int = 0,
+    configs: dict[str, dict] | None = None,
+) -> L4P:
+    """Compose heads: from `registry` (trained weights) or fresh on `encoder` (preset or module).
+
+    heads=None means every head in the registry, or every installed head.
+    """
+    host = host or get_plugin_host()
+    if registry is not None:
+        return L4P.from_registry(registry, heads=heads, host=host)
+    enc = load_encoder(encoder) if isinstance(encoder, str) else encoder
+    model = L4P(enc)
+    for name in heads if heads is not None else sorted(host.heads()):
+        model.add_head(host.get_head(name), (configs or {}).get(name), seed=seed)
+    return model
+
+
+def check_video(video: torch.Tensor) -> None:
+    """(B, 3, T, H, W) float in [0, 1], finite; clear errors otherwise."""
+    check_tensor("video", video, "(B, 3, T, H, W) float in [0, 1]", ndim=5)
+    if not video.is_floating_point():
+        raise InputError(
+            f"video must be float in [0, 1], got dtype {video.dtype}; divide uint8 frames by 255"
+        )
+    if video.shape[1] != 3:
+        raise InputError(
+            f"video must be (B, 3, T, H, W) with 3 colour channels, got shape {tuple(video.shape)}"
+        )
+    if video.shape[2] < 1:
+        raise InputError("video has no frames")
+    lo, hi = video.min().item(), video.max().item()
+    if lo < -1e-3 or hi > 1 + 1e-3:
+        raise InputError(
+            f"video values must be in [0, 1], found [{lo:.3g}, {hi:.3g}]; divide 0-255 frames by 255"
+        )
+
+
+def _per_frame_intrinsics(intrinsics, b: int, t: int, padded: int, video) -> torch.Tensor | None:
+    if intrinsics is None:
+        return None
+    check_tensor("intrinsics", intrinsics, "(B, 3, 3) or (B, T, 3, 3)")
+    if intrinsics.shape[-2:] != (3, 3) or intrinsics.ndim not in (3, 4) or intrinsics.shape[0] != b:
+        raise InputError(
+            f"intrinsics must be (B, 3, 3) or (B, T, 3, 3) with B={b}, got {tuple(intrinsics.shape)}"
+        )
+    if intrinsics.ndim == 3:
+        intrinsics = intrinsics[:, None].expand(b, t, 3, 3)
+    if intrinsics.shape[1] != t:
+        raise InputError(f"intrinsics has {intrinsics.shape[1]} frames, the video {t}")
+    from .windows import pingpong_indices
+
+    return (
+        intrinsics.index_select(1, pingpong_indices(t, padded).to(intrinsics.device))
+        if padded > t
+        else intrinsics
+    )
+
+
+__all__ = ["L4P", "Window", "compose", "encoder_from_registry", "time_dim"]

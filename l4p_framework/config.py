@@ -1,0 +1,121 @@
+"""YAML + key=value configuration: OmegaConf merging, pydantic validation, readable errors."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+from pydantic import BaseModel, ValidationError
+
+from .errors import ConfigError
+from .suggest import did_you_mean
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def load_yaml(path: str | os.PathLike, error: type[ConfigError] = ConfigError) -> dict:
+    """A YAML mapping from `path` (error names the file when missing or malformed)."""
+    path = Path(path)
+    if not path.is_file():
+        raise error(f"config file {path} does not exist")
+    try:
+        data = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    except (OmegaConfBaseException, OSError, ValueError) as exc:
+        raise error(f"{path} is not valid YAML: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise error(f"{path} must hold a mapping at the top level, found {type(data).__name__}")
+    return data
+
+
+def apply_overrides(
+    data: dict, overrides: Sequence[str], source: str = "command line", error: type[ConfigError] = ConfigError
+) -> dict:
+    """Apply `key.path=value` (key must exist) and `+key.path=value` (adds a key) overrides.
+
+    Values are parsed as YAML scalars/lists by OmegaConf (`lr=1e-3`, `layers=[1,2]`).
+    """
+    conf = OmegaConf.create(data)
+    for item in overrides:
+        add = item.startswith("+")
+        body = item[1:] if add else item
+        if "=" not in body:
+            raise error(f"override {item!r} ({source}) must look like key=value or +key=value")
+        key, _ = body.split("=", 1)
+        if not add and OmegaConf.select(conf, key, throw_on_missing=False, default="<absent>") == "<absent>":
+            parent_key, _, leaf = key.rpartition(".")
+            parent = OmegaConf.select(conf, parent_key) if parent_key else conf
+            choices = list(parent.keys()) if OmegaConf.is_dict(parent) else []
+            raise error(
+                f"override {item!r} ({source}): key {key!r} does not exist{did_you_mean(leaf, choices)}; "
+                f"use +{body} to add a new key"
+            )
+        try:
+            conf = OmegaConf.merge(conf, OmegaConf.from_dotlist([body]))
+        except OmegaConfBaseException as exc:
+            raise error(f"override {item!r} ({source}) is invalid: {exc}") from None
+    return OmegaConf.to_container(conf, resolve=True)
+
+
+def merge_configs(
+    files: Sequence[str | os.PathLike],
+    overrides: Sequence[str] = (),
+    base: dict | None = None,
+    error: type[ConfigError] = ConfigError,
+) -> dict:
+    """Merge `base`, then each YAML file in order, then the overrides."""
+    conf = OmegaConf.create(base or {})
+    for f in files:
+        conf = OmegaConf.merge(conf, OmegaConf.create(load_yaml(f, error)))
+    return apply_overrides(OmegaConf.to_container(conf, resolve=True), overrides, error=error)
+
+
+def validate(
+    model: type[M], data: Any, source: str, prefix: str = "", error: type[ConfigError] = ConfigError
+) -> M:
+    """model.model_validate(data), turning pydantic errors into one readable ConfigError.
+
+    Each problem names `source` (file), the key path, what was expected and what was found,
+    and suggests the nearest valid key for unknown keys.
+    """
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        lines = [_explain(e, model, prefix) for e in exc.errors()]
+        raise error(f"{source}: invalid configuration\n  " + "\n  ".join(lines)) from None
+
+
+def _explain(err: dict, model: type[BaseModel], prefix: str) -> str:
+    loc = [str(p) for p in err["loc"]]
+    path = ".".join([prefix, *loc] if prefix else loc)
+    if err["type"] == "extra_forbidden":
+        fields = _fields_at(model, err["loc"][:-1])
+        return f"{path}: unknown key{did_you_mean(loc[-1], fields)}; valid keys here: {sorted(fields)}"
+    if err["type"] == "missing":
+        return f"{path}: required key is missing"
+    found = err.get("input")
+    shown = repr(found) if not isinstance(found, dict) else "a mapping"
+    return f"{path}: {err['msg']} (found {shown[:80]})"
+
+
+def _fields_at(model: type[BaseModel], loc: Sequence) -> list[str]:
+    """Field names of the (nested) model at `loc`, best effort."""
+    current: Any = model
+    for part in loc:
+        if isinstance(part, int) or current is None:
+            continue
+        field = getattr(current, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        annotation = field.annotation
+        args = getattr(annotation, "__args__", ())
+        candidates = [annotation, *args]
+        current = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+        if current is None and args:  # dict[str, Model]
+            current = next((a for a in args if isinstance(a, type) and issubclass(a, BaseModel)), None)
+    return list(getattr(current, "model_fields", {}))

@@ -1,0 +1,170 @@
+"""registry.yaml: the model bundle (encoder + heads + weights + fingerprints), validated by pydantic."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from omegaconf import OmegaConf
+from pydantic import BaseModel, ConfigDict
+
+from .config import merge_configs, validate
+from .errors import PluginError, RegistryError
+from .io import atomic_write_text, sha256_file
+from .specs import HeadSpec
+
+SCHEMA_VERSION = 1
+
+
+class EncoderEntry(BaseModel):
+    """The shared encoder: a preset, optionally with weights (else random init from `seed`)."""
+
+    model_config = ConfigDict(extra="forbid")
+    preset: str
+    weights: str | None = None
+    sha256: str | None = None
+    fingerprint: str | None = None
+    seed: int = 0
+    precision: Literal["auto", "bf16", "fp32"] = "fp32"
+
+
+class HeadEntry(BaseModel):
+    """One head: its plugin distribution, config params, weights and the encoder it was trained on."""
+
+    model_config = ConfigDict(extra="forbid")
+    plugin: str
+    version: str | None = None
+    params: dict = {}
+    weights: str | None = None
+    sha256: str | None = None
+    encoder_fingerprint: str | None = None
+    metrics: dict[str, float] = {}
+
+
+class CacheSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    dir: str = "cache"
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+
+
+class WindowSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    stride: int = 8
+
+
+class Registry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    schema_version: Literal[1] = SCHEMA_VERSION
+    encoder: EncoderEntry
+    heads: dict[str, HeadEntry] = {}
+    cache: CacheSettings = CacheSettings()
+    window: WindowSettings = WindowSettings()
+
+
+@dataclass
+class RegistryFile:
+    """A validated registry plus where it came from (relative paths resolve against `root`)."""
+
+    registry: Registry
+    path: Path | None
+    root: Path
+
+    def resolve(self, relative: str | None) -> Path | None:
+        if relative is None:
+            return None
+        p = Path(relative)
+        return p if p.is_absolute() else self.root / p
+
+    @property
+    def source(self) -> str:
+        return str(self.path) if self.path else "<in-memory registry>"
+
+    def head_config(self, name: str, spec: HeadSpec) -> BaseModel:
+        """Second-pass validation of heads.<name>.params by the head's config model."""
+        entry = self.head_entry(name)
+        return validate(spec.config_model, entry.params, self.source, f"heads.{name}.params", RegistryError)
+
+    def head_entry(self, name: str) -> HeadEntry:
+        try:
+            return self.registry.heads[name]
+        except KeyError:
+            from .suggest import did_you_mean
+
+            known = list(self.registry.heads)
+            raise RegistryError(
+                f"{self.source}: no head {name!r} in heads{did_you_mean(name, known)}; registered: {known}"
+            ) from None
+
+    def check_plugin(self, name: str, host) -> HeadSpec:
+        """The HeadSpec for registry head `name`, with a clear error if its plugin is missing."""
+        entry = self.head_entry(name)
+        try:
+            spec = host.get_head(name)
+        except PluginError as exc:
+            raise PluginError(
+                f"{self.source}: heads.{name} needs plugin {entry.plugin!r}, which is not installed or "
+                f"failed to load (pip install {entry.plugin}). {exc}"
+            ) from None
+        if entry.plugin != spec.distribution and not spec.distribution.startswith("<"):
+            raise PluginError(
+                f"{self.source}: heads.{name}.plugin is {entry.plugin!r} but head {name!r} is provided by "
+                f"{spec.distribution!r}; fix the registry or install the right plugin"
+            )
+        return spec
+
+    def save(self, path: str | os.PathLike | None = None) -> Path:
+        """Write the registry as YAML atomically (to `path`, default where it came from)."""
+        path = Path(path or self.path)
+        data = self.registry.model_dump(mode="json", exclude_defaults=False)
+        return atomic_write_text(path, OmegaConf.to_yaml(OmegaConf.create(data)))
+
+
+def load_registry(
+    path: str | os.PathLike,
+    overrides: Sequence[str] = (),
+    extra_files: Sequence[str | os.PathLike] = (),
+) -> RegistryFile:
+    """Merge `path`, `extra_files` and key=value overrides (OmegaConf), then validate (pydantic)."""
+    path = Path(path)
+    data = merge_configs([path, *extra_files], overrides, error=RegistryError)
+    registry = validate(Registry, data, str(path), error=RegistryError)
+    return RegistryFile(registry, path, path.resolve().parent)
+
+
+def check_files(reg: RegistryFile) -> list[str]:
+    """Problems with the files the registry names: missing weights, sha256 mismatches."""
+    problems = []
+    entries = [("encoder", reg.registry.encoder)] + [(f"heads.{n}", e) for n, e in reg.registry.heads.items()]
+    for where, entry in entries:
+        path = reg.resolve(entry.weights)
+        if path is None:
+            continue
+        if not path.is_file():
+            problems.append(f"{reg.source}: {where}.weights: file {path} does not exist")
+        elif entry.sha256 and sha256_file(path) != entry.sha256:
+            problems.append(f"{reg.source}: {where}.weights: sha256 of {path} differs from {where}.sha256")
+    return problems
+
+
+def lock_registry(reg: RegistryFile) -> RegistryFile:
+    """Record the current sha256 of every weights file (and the encoder fingerprint) in place."""
+    from .encoder import load_encoder
+
+    r = reg.registry
+    for entry in [r.encoder, *r.heads.values()]:
+        path = reg.resolve(entry.weights)
+        if path is not None:
+            if not path.is_file():
+                raise RegistryError(f"{reg.source}: cannot lock, weights file {path} does not exist")
+            entry.sha256 = sha256_file(path)
+    source = reg.resolve(r.encoder.weights) or r.encoder.preset
+    r.encoder.fingerprint = load_encoder(source, seed=r.encoder.seed).fingerprint
+    return reg
+
+
+def schema() -> dict:
+    """JSON schema of registry.yaml."""
+    return Registry.model_json_schema()

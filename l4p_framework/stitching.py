@@ -1,0 +1,126 @@
+"""Generic stitchers that merge per-window head outputs of a long video (architecture.md §6).
+
+Each stitcher keeps full-length output tensors; windows arrive in order with their start frame
+and the number of frames shared with the previous window. `time_dims` maps an output name to
+the index of its time axis (e.g. 2 for (B, C, T, H, W)).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+
+def _narrow(x: torch.Tensor, dim: int, start: int, length: int) -> torch.Tensor:
+    return x.narrow(dim, start, length)
+
+
+@dataclass
+class _State:
+    outputs: dict[str, torch.Tensor] = field(default_factory=dict)
+    length: int = 0
+
+
+class OverwriteStitcher:
+    """Later windows overwrite the overlap.
+
+    keep_previous_first: keep the earlier window's value at each later window's first frame
+    (backward flow: a window's first frame has no previous frame inside the window).
+    """
+
+    def __init__(self, time_dims: dict[str, int], keep_previous_first: bool = False):
+        self.time_dims = time_dims
+        self.keep_previous_first = keep_previous_first
+
+    def merge(
+        self, state: _State | None, outputs: dict[str, torch.Tensor], start: int, overlap: int
+    ) -> _State:
+        state = state or _State()
+        skip = 1 if (self.keep_previous_first and state.outputs) else 0
+        for key, value in outputs.items():
+            dim = self.time_dims.get(key)
+            if dim is None:  # not time-indexed: last window wins
+                state.outputs[key] = value
+                continue
+            state.outputs[key] = _write(state.outputs.get(key), value, dim, start, skip)
+        state.length = start + next(iter(outputs.values())).shape[self.time_dims.get(next(iter(outputs)), 0)]
+        return state
+
+    def finalize(self, state: _State) -> dict[str, torch.Tensor]:
+        return dict(state.outputs)
+
+
+def _write(buffer: torch.Tensor | None, value: torch.Tensor, dim: int, start: int, skip: int) -> torch.Tensor:
+    """Write `value` (time length L along `dim`) into `buffer` at frames [start+skip, start+L)."""
+    length = value.shape[dim]
+    if buffer is None:
+        return value.clone()
+    end = start + length
+    if buffer.shape[dim] < end:
+        pad_shape = list(buffer.shape)
+        pad_shape[dim] = end - buffer.shape[dim]
+        buffer = torch.cat([buffer, buffer.new_zeros(pad_shape)], dim)
+    _narrow(buffer, dim, start + skip, length - skip).copy_(_narrow(value, dim, skip, length - skip))
+    return buffer
+
+
+def fit_scale_shift(
+    x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Least-squares (a, b) per batch element with a*x + b ~ y over `mask`; x, y: (B, ...).
+
+    Degenerate fits (fewer than 2 points or constant x) fall back to a scale-only fit, then to
+    identity (a = 1, b = 0) when nothing is valid. Computed in float64.
+    """
+    b = x.shape[0]
+    x, y = x.reshape(b, -1).double(), y.reshape(b, -1).double()
+    m = torch.ones_like(x, dtype=torch.bool) if mask is None else mask.reshape(b, -1)
+    w = m.double()
+    n = w.sum(1)
+    sx, sy = (w * x).sum(1), (w * y).sum(1)
+    sxx, sxy = (w * x * x).sum(1), (w * x * y).sum(1)
+    det = n * sxx - sx * sx
+    ok = (n >= 2) & (det.abs() > 1e-12 * (n * sxx).clamp_min(1e-30))
+    a = torch.where(ok, (n * sxy - sx * sy) / det.where(ok, torch.ones_like(det)), torch.ones_like(det))
+    shift = torch.where(ok, (sy - a * sx) / n.clamp_min(1), torch.zeros_like(det))
+    scale_only = (~ok) & (sxx > 0)
+    a = torch.where(scale_only, sxy / sxx.clamp_min(1e-30), a)
+    return a.float(), shift.float()
+
+
+class DisparityAffineStitcher:
+    """Depth windows aligned by least-squares scale and shift in disparity over the overlap.
+
+    For each new window: disp = 1/depth (0 where depth <= 0); fit a*disp_new + b ~ disp_buffer
+    over overlap pixels where both are positive, apply to the whole window, convert back to
+    depth (non-positive aligned disparity -> the buffer's largest depth) and overwrite. Empty or
+    degenerate overlaps fall back to scale-only, then to no alignment.
+    """
+
+    def __init__(self, key: str = "depth", time_dim: int = 2):
+        self.key, self.time_dim = key, time_dim
+
+    def merge(
+        self, state: _State | None, outputs: dict[str, torch.Tensor], start: int, overlap: int
+    ) -> _State:
+        state = state or _State()
+        depth = outputs[self.key]
+        if self.key in state.outputs and overlap > 0:
+            buf = _narrow(state.outputs[self.key], self.time_dim, start, overlap)
+            cur = _narrow(depth, self.time_dim, 0, overlap)
+            disp_buf, disp_cur = _safe_inverse(buf), _safe_inverse(cur)
+            a, b = fit_scale_shift(disp_cur, disp_buf, (disp_buf > 0) & (disp_cur > 0))
+            shape = (-1,) + (1,) * (depth.ndim - 1)
+            disp = a.view(shape) * _safe_inverse(depth) + b.view(shape)
+            far = state.outputs[self.key].flatten(1).amax(1).view(shape).expand_as(depth)
+            depth = torch.where(disp > 0, 1.0 / disp.clamp_min(1e-12), far)
+        state.outputs[self.key] = _write(state.outputs.get(self.key), depth, self.time_dim, start, 0)
+        return state
+
+    def finalize(self, state: _State) -> dict[str, torch.Tensor]:
+        return dict(state.outputs)
+
+
+def _safe_inverse(x: torch.Tensor) -> torch.Tensor:
+    return torch.where(x > 0, 1.0 / x.clamp_min(1e-12), torch.zeros_like(x))
