@@ -5,7 +5,8 @@ sequence by Umeyama with scale on the camera centres; ATE is the RMSE of the ali
 compares consecutive-frame relative motions (delta = 1, every pair) as the evo package does:
 E_i = (Q_i^-1 Q_{i+1})^-1 (P_i^-1 P_{i+1}) with Q = GT and P = aligned prediction; RPE-trans = |t(E_i)|
 (scene units of GT), RPE-rot = rotation angle of E_i in degrees; reported as RMSE and mean over pairs.
-Batched input (B, T, 4, 4) is aligned and scored per sequence and the B values are averaged.
+Batched input (B, T, 4, 4) is aligned and scored per sequence and the B values are averaged;
+``per_sequence=True`` returns the per-sequence lists instead (as the other metrics in this package).
 """
 
 from __future__ import annotations
@@ -64,36 +65,44 @@ def _rpe_per_seq(aligned: torch.Tensor, gt: torch.Tensor) -> dict[str, torch.Ten
     }
 
 
-def ate(pred: torch.Tensor, gt: torch.Tensor) -> float:
+def _reduce(v: torch.Tensor, per_sequence: bool) -> float | list[float]:
+    return v.tolist() if per_sequence else float(v.mean())
+
+
+def ate(pred: torch.Tensor, gt: torch.Tensor, per_sequence: bool = False) -> float | list[float]:
     """Absolute trajectory error: RMSE of camera centres after Sim(3) alignment of pred to GT.
 
-    pred, gt: (T, 4, 4) or (B, T, 4, 4) camera-to-world (T >= 2). Returns GT scene units (mean over B).
+    pred, gt: (T, 4, 4) or (B, T, 4, 4) camera-to-world (T >= 2). Returns GT scene units (mean over B,
+    or the B values with per_sequence).
     """
     p, g = _as_batch(pred, gt)
     aligned, _ = align_poses_sim3(p, g)
-    return float(_ate_per_seq(aligned, g).mean())
+    return _reduce(_ate_per_seq(aligned, g), per_sequence)
 
 
-def rpe(pred: torch.Tensor, gt: torch.Tensor) -> dict[str, float]:
+def rpe(pred: torch.Tensor, gt: torch.Tensor, per_sequence: bool = False) -> dict[str, float | list[float]]:
     """Relative pose error between consecutive frames after the same Sim(3) alignment (evo-style).
 
     pred, gt: (T, 4, 4) or (B, T, 4, 4) camera-to-world. Returns {"rpe_trans_rmse", "rpe_trans_mean"}
-    in GT scene units and {"rpe_rot_rmse_deg", "rpe_rot_mean_deg"} in degrees (each averaged over B).
+    in GT scene units and {"rpe_rot_rmse_deg", "rpe_rot_mean_deg"} in degrees (each averaged over B,
+    or per-sequence lists with per_sequence).
     """
     p, g = _as_batch(pred, gt)
     aligned, _ = align_poses_sim3(p, g)
-    return {k: float(v.mean()) for k, v in _rpe_per_seq(aligned, g).items()}
+    return {k: _reduce(v, per_sequence) for k, v in _rpe_per_seq(aligned, g).items()}
 
 
-def pose_metrics(pred: torch.Tensor, gt: torch.Tensor) -> dict[str, float]:
+def pose_metrics(
+    pred: torch.Tensor, gt: torch.Tensor, per_sequence: bool = False
+) -> dict[str, float | list[float]]:
     """ATE and RPE in one dict: {"ate", "rpe_trans_rmse", "rpe_trans_mean", "rpe_rot_rmse_deg",
     "rpe_rot_mean_deg", "sim3_scale"} (sim3_scale: the alignment scale, mean over B).
 
-    pred, gt: (T, 4, 4) or (B, T, 4, 4) camera-to-world.
+    pred, gt: (T, 4, 4) or (B, T, 4, 4) camera-to-world; per_sequence: lists of B values instead of means.
     """
     p, g = _as_batch(pred, gt)
     aligned, (s, _, _) = align_poses_sim3(p, g)
-    out = {"ate": float(_ate_per_seq(aligned, g).mean())}
-    out.update({k: float(v.mean()) for k, v in _rpe_per_seq(aligned, g).items()})
-    out["sim3_scale"] = float(s.mean())
+    out = {"ate": _reduce(_ate_per_seq(aligned, g), per_sequence)}
+    out.update({k: _reduce(v, per_sequence) for k, v in _rpe_per_seq(aligned, g).items()})
+    out["sim3_scale"] = _reduce(s, per_sequence)
     return out
