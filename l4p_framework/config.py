@@ -34,11 +34,16 @@ def load_yaml(path: str | os.PathLike, error: type[ConfigError] = ConfigError) -
 
 
 def apply_overrides(
-    data: dict, overrides: Sequence[str], source: str = "command line", error: type[ConfigError] = ConfigError
+    data: dict,
+    overrides: Sequence[str],
+    source: str = "command line",
+    error: type[ConfigError] = ConfigError,
+    model: type[BaseModel] | None = None,
 ) -> dict:
     """Apply `key.path=value` (key must exist) and `+key.path=value` (adds a key) overrides.
 
-    Values are parsed as YAML scalars/lists by OmegaConf (`lr=1e-3`, `layers=[1,2]`).
+    Values are parsed as YAML scalars/lists by OmegaConf (`lr=1e-3`, `layers=[1,2]`). A key
+    "exists" if it is in `data` or is a field of `model` (so defaults can be overridden).
     """
     conf = OmegaConf.create(data)
     for item in overrides:
@@ -47,10 +52,13 @@ def apply_overrides(
         if "=" not in body:
             raise error(f"override {item!r} ({source}) must look like key=value or +key=value")
         key, _ = body.split("=", 1)
-        if not add and OmegaConf.select(conf, key, throw_on_missing=False, default="<absent>") == "<absent>":
+        absent = OmegaConf.select(conf, key, throw_on_missing=False, default="<absent>") == "<absent>"
+        if not add and absent and not (model is not None and _schema_has(model, key.split("."))):
             parent_key, _, leaf = key.rpartition(".")
             parent = OmegaConf.select(conf, parent_key) if parent_key else conf
             choices = list(parent.keys()) if OmegaConf.is_dict(parent) else []
+            node = _schema_node(model, parent_key.split(".") if parent_key else []) if model else None
+            choices += list(node.model_fields) if node else []
             raise error(
                 f"override {item!r} ({source}): key {key!r} does not exist{did_you_mean(leaf, choices)}; "
                 f"use +{body} to add a new key"
@@ -67,12 +75,34 @@ def merge_configs(
     overrides: Sequence[str] = (),
     base: dict | None = None,
     error: type[ConfigError] = ConfigError,
+    model: type[BaseModel] | None = None,
 ) -> dict:
-    """Merge `base`, then each YAML file in order, then the overrides."""
+    """Merge `base`, then each YAML file in order, then the overrides (checked against `model`)."""
     conf = OmegaConf.create(base or {})
     for f in files:
         conf = OmegaConf.merge(conf, OmegaConf.create(load_yaml(f, error)))
-    return apply_overrides(OmegaConf.to_container(conf, resolve=True), overrides, error=error)
+    return apply_overrides(OmegaConf.to_container(conf, resolve=True), overrides, error=error, model=model)
+
+
+def _schema_node(model: type[BaseModel], path: Sequence[str]):
+    """The pydantic model that the dotted `path` leads to; None for free-form values, False if invalid."""
+    current: type[BaseModel] | None = model
+    i = 0
+    while i < len(path) and current is not None:
+        field = current.model_fields.get(path[i])
+        if field is None:
+            return False
+        annotation = field.annotation
+        args = getattr(annotation, "__args__", ())
+        models = [a for a in (annotation, *args) if isinstance(a, type) and issubclass(a, BaseModel)]
+        is_dict = getattr(annotation, "__origin__", None) is dict
+        current = models[0] if models else None
+        i += 2 if (is_dict and models) else 1  # dict[str, Model]: skip the free key
+    return current
+
+
+def _schema_has(model: type[BaseModel], path: Sequence[str]) -> bool:
+    return _schema_node(model, path) is not False
 
 
 def validate(

@@ -129,7 +129,7 @@ def load_registry(
 ) -> RegistryFile:
     """Merge `path`, `extra_files` and key=value overrides (OmegaConf), then validate (pydantic)."""
     path = Path(path)
-    data = merge_configs([path, *extra_files], overrides, error=RegistryError)
+    data = merge_configs([path, *extra_files], overrides, error=RegistryError, model=Registry)
     registry = validate(Registry, data, str(path), error=RegistryError)
     return RegistryFile(registry, path, path.resolve().parent)
 

@@ -13,7 +13,7 @@ DEFAULT_REGISTRY = "registry.yaml"
 
 
 def _print_table(rows: list[dict], columns: Sequence[str]) -> None:
-    widths = {c: max(len(c), *(len(str(r.get(c, ""))) for r in rows)) for c in columns}
+    widths = {c: max([len(c)] + [len(str(r.get(c, ""))) for r in rows]) for c in columns}
     print("  ".join(c.ljust(widths[c]) for c in columns))
     for r in rows:
         print("  ".join(str(r.get(c, "")).ljust(widths[c]) for c in columns))
@@ -39,7 +39,14 @@ def cmd_plugins(args) -> int:
         print(json.dumps(rows, indent=2))
     else:
         _print_table(
-            [{**r, "hooks": ",".join(r["hooks"]), "provides": " ".join(f"{k}:{','.join(v)}" for k, v in r["provides"].items())} for r in rows],
+            [
+                {
+                    **r,
+                    "hooks": ",".join(r["hooks"]),
+                    "provides": " ".join(f"{k}:{','.join(v)}" for k, v in r["provides"].items()),
+                }
+                for r in rows
+            ],
             ["plugin", "distribution", "version", "status", "provides", "error"],
         )
     return 0
@@ -90,7 +97,10 @@ def cmd_heads(args) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
-        _print_table(rows, ["head", "installed", "plugin", "version", "registered", "weights_present", "encoder_compatible"])
+        _print_table(
+            rows,
+            ["head", "installed", "plugin", "version", "registered", "weights_present", "encoder_compatible"],
+        )
     return 0
 
 
@@ -132,7 +142,11 @@ def cmd_encoder(args) -> int:
 
     encoder = load_encoder(args.source, preset=args.preset)
     c = encoder.config
-    frames, height, width = args.frames or c.num_frames, args.height or c.image_size[0], args.width or c.image_size[1]
+    frames, height, width = (
+        args.frames or c.num_frames,
+        args.height or c.image_size[0],
+        args.width or c.image_size[1],
+    )
     import torch
 
     grid = encoder.check_video(torch.empty(1, 3, frames, height, width, device="meta"))
@@ -160,7 +174,9 @@ def cmd_encoder(args) -> int:
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable]]:
-    parser = argparse.ArgumentParser(prog="l4p", description="l4p: low-level 4D perception from monocular video")
+    parser = argparse.ArgumentParser(
+        prog="l4p", description="l4p: low-level 4D perception from monocular video"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     handlers: dict[str, Callable] = {}
 

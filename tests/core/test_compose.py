@@ -1,0 +1,88 @@
+"""Composition: encoder frozen by construction, add/remove heads, windows, independence of outputs."""
+
+import pytest
+import torch
+from toy_heads import ToyPlugin, toy_spec
+
+from l4p_framework import L4P, compose
+from l4p_framework.errors import InputError, PluginError
+from l4p_framework.testing import fresh_host, tiny_encoder
+from l4p_framework.windows import pingpong_indices, plan_windows
+
+
+@pytest.fixture
+def host():
+    return fresh_host(ToyPlugin(toy_spec("a", 2), toy_spec("b", 3), toy_spec("c", 1)))
+
+
+def test_encoder_frozen_and_stays_eval(host):
+    model = compose(["a", "b"], host=host)
+    model.train()
+    assert not model.encoder.training and model.heads["a"].training
+    assert not any(p.requires_grad for p in model.encoder.parameters())
+    assert all(p.requires_grad for p in model.heads.parameters())
+
+
+def test_union_of_layers_runs_encoder_once_up_to_deepest(host):
+    model = compose(["a", "b"], host=host)
+    assert model.layers == [2, 3]
+    calls = []
+    for i, block in enumerate(model.encoder.blocks):
+        block.register_forward_hook(lambda *args, i=i: calls.append(i))
+    model(torch.rand(1, 3, 8, 64, 64))
+    assert calls == [0, 1, 2]
+
+
+def test_adding_or_removing_heads_never_changes_other_outputs(host):
+    video = torch.rand(2, 3, 8, 64, 64)
+    alone = compose(["a"], host=host)
+    ref = alone(video)["a"]["value"]
+    alone.add_head(host.get_head("c"))
+    assert torch.equal(alone(video)["a"]["value"], ref)
+    alone.remove_head("c")
+    assert torch.equal(alone(video)["a"]["value"], ref)
+    together = compose(["c", "b", "a"], host=host)  # same per-head init whatever the composition order
+    assert torch.equal(together(video)["a"]["value"], ref)
+    with pytest.raises(PluginError, match="already composed"):
+        together.add_head(host.get_head("a"))
+
+
+def test_windows_and_padding():
+    assert [(w.start, w.overlap) for w in plan_windows(40, 16, 8)] == [(0, 0), (8, 8), (16, 8), (24, 8)]
+    assert [(w.start, w.overlap) for w in plan_windows(20, 8, 4)][-1] == (12, 4)
+    assert [(w.start, w.overlap) for w in plan_windows(21, 8, 4)][-1] == (13, 7)
+    assert pingpong_indices(3, 8).tolist() == [0, 1, 2, 1, 0, 1, 2, 1]
+
+
+def test_long_and_short_videos(host):
+    model = compose(["a"], host=host)
+    for frames in (3, 8, 21):
+        out = model(torch.rand(1, 3, frames, 64, 64))
+        assert out["a"]["value"].shape == (1, 1, frames, 64, 64)
+    video = torch.rand(1, 3, 16, 64, 64)
+    full = model(video)["a"]["value"]
+    window = model(video[:, :, 8:])["a"]["value"]
+    assert torch.equal(full[:, :, 8:], window)  # overwrite stitching: the last window wins
+
+
+@pytest.mark.parametrize(
+    "video, message",
+    [
+        (torch.rand(3, 8, 64, 64), "5 dims"),
+        (torch.rand(1, 4, 8, 64, 64), "3 colour channels"),
+        (torch.rand(1, 3, 8, 64, 64) * 255, r"\[0, 1\]"),
+        (torch.full((1, 3, 8, 64, 64), float("nan")), "NaN"),
+        (torch.zeros(1, 3, 8, 64, 64, dtype=torch.uint8), "float"),
+        (torch.rand(1, 3, 8, 60, 64), "patches"),
+    ],
+)
+def test_bad_videos(host, video, message):
+    with pytest.raises(InputError, match=message):
+        compose(["a"], host=host)(video)
+
+
+def test_heads_are_plain_modules_and_l4p_from_encoder(host):
+    model = L4P(tiny_encoder())
+    module = model.add_head(host.get_head("b"), {"hidden": 8})
+    assert model.heads["b"] is module and isinstance(module, torch.nn.Module)
+    assert model.configs["b"].hidden == 8
