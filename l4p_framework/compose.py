@@ -19,7 +19,7 @@ from .io import sha256_file
 from .plugins import PluginHost, get_plugin_host
 from .registry import RegistryFile, load_registry
 from .specs import HeadSpec, Layer
-from .windows import Window, pad_video, plan_windows
+from .windows import Window, iter_windows
 
 
 def time_dim(shape: str) -> int | None:
@@ -126,28 +126,51 @@ class L4P(nn.Module):
         shorter than a window are ping-pong padded and the padding removed from the outputs.
         """
         check_video(video)
+        b, _, t = video.shape[:3]
+        intr = _per_frame_intrinsics(intrinsics, b, t)
+        frames = (video[:, :, i] for i in range(t))
+        return self.stream(frames, queries=queries, intrinsics=intr, heads=heads)
+
+    def stream(
+        self,
+        frames: Iterable[torch.Tensor],
+        queries: torch.Tensor | None = None,
+        intrinsics: torch.Tensor | None = None,
+        heads: Sequence[str] | None = None,
+        on_window: Any = None,
+    ) -> dict[str, dict]:
+        """Like forward, from an iterable of frames (B, 3, H, W) float in [0, 1]: bounded memory.
+
+        Only one window of input frames is held at a time. intrinsics: (B, T, 3, 3) for every
+        frame, or (B, 3, 3) shared. on_window(window) is called after each window (progress).
+        """
         heads = list(heads or self.heads)
         missing = [h for h in heads if h not in self.heads]
         if missing:
             raise PluginError(f"heads {missing} are not composed; composed: {list(self.heads)}")
-        b, _, t = video.shape[:3]
         size = self.encoder.config.num_frames
-        padded = pad_video(video, size)
-        intr = _per_frame_intrinsics(intrinsics, b, t, padded.shape[2], video)
         states: dict[str, Any] = dict.fromkeys(heads)
         memory: dict[str, Any] = dict.fromkeys(heads)
         stitchers = {h: self.specs[h].stitcher(self.configs[h]) for h in heads}
-        for window in plan_windows(padded.shape[2], size, self.window_stride):
-            clip = padded[:, :, window.start : window.start + size]
+        t = 0
+        for window, clip, index in iter_windows(frames, size, self.window_stride):
+            t = max(t, int(index.max()) + 1)
             features = self.encode(clip)
-            batch = {"video": clip, "window": window, "num_frames": t}
+            batch: dict[str, Any] = {"video": clip, "window": window}
             if queries is not None:
                 batch["queries"] = queries
-            if intr is not None:
-                batch["intrinsics"] = intr[:, window.start : window.start + size]
+            if intrinsics is not None:
+                k = (
+                    intrinsics
+                    if intrinsics.ndim == 3
+                    else intrinsics.index_select(1, index.to(intrinsics.device))
+                )
+                batch["intrinsics"] = k[:, None].expand(-1, size, 3, 3) if k.ndim == 3 else k
             for name in heads:
                 outputs, memory[name] = self._run_window(name, features, batch, memory[name])
                 states[name] = stitchers[name].merge(states[name], outputs, window.start, window.overlap)
+            if on_window is not None:
+                on_window(window)
         return {name: self._crop(name, stitchers[name].finalize(states[name]), t) for name in heads}
 
     def _run_window(self, name: str, features: TokenFeatures, batch: dict, memory: Any):
@@ -258,7 +281,8 @@ def check_video(video: torch.Tensor) -> None:
         )
 
 
-def _per_frame_intrinsics(intrinsics, b: int, t: int, padded: int, video) -> torch.Tensor | None:
+def _per_frame_intrinsics(intrinsics: torch.Tensor | None, b: int, t: int) -> torch.Tensor | None:
+    """intrinsics (B, 3, 3) or (B, T, 3, 3) -> (B, T, 3, 3), with clear errors."""
     if intrinsics is None:
         return None
     check_tensor("intrinsics", intrinsics, "(B, 3, 3) or (B, T, 3, 3)")
@@ -267,16 +291,10 @@ def _per_frame_intrinsics(intrinsics, b: int, t: int, padded: int, video) -> tor
             f"intrinsics must be (B, 3, 3) or (B, T, 3, 3) with B={b}, got {tuple(intrinsics.shape)}"
         )
     if intrinsics.ndim == 3:
-        intrinsics = intrinsics[:, None].expand(b, t, 3, 3)
+        return intrinsics[:, None].expand(b, t, 3, 3)
     if intrinsics.shape[1] != t:
         raise InputError(f"intrinsics has {intrinsics.shape[1]} frames, the video {t}")
-    from .windows import pingpong_indices
-
-    return (
-        intrinsics.index_select(1, pingpong_indices(t, padded).to(intrinsics.device))
-        if padded > t
-        else intrinsics
-    )
+    return intrinsics
 
 
 __all__ = ["L4P", "Window", "compose", "encoder_from_registry", "time_dim"]

@@ -56,3 +56,41 @@ def pad_video(video: torch.Tensor, length: int) -> torch.Tensor:
     if t >= length:
         return video
     return video.index_select(2, pingpong_indices(t, length).to(video.device))
+
+
+def iter_windows(frames, size: int, stride: int):
+    """Stream windows from an iterable of frames (..., 3, H, W) without holding the whole video.
+
+    Yields (Window, clip (..., 3, size, H, W), frame_indices (size,)) in the order and with the starts
+    of `plan_windows(total, size, stride)`; only the last `size` frames are kept in memory. A
+    video shorter than one window is ping-pong padded (frame_indices then repeat frames).
+    """
+    from collections import deque
+
+    buffer: deque = deque(maxlen=size)
+    count, next_start, previous_start, index = 0, 0, None, 0
+    for frame in frames:
+        buffer.append(frame)
+        count += 1
+        if count >= size and count - size == next_start:
+            start = count - size
+            overlap = 0 if previous_start is None else previous_start + size - start
+            yield (
+                Window(index, start, size, overlap),
+                torch.stack(list(buffer), -3),
+                torch.arange(start, count),
+            )
+            previous_start, next_start, index = start, start + stride, index + 1
+    if count == 0:
+        raise InputError("the video has no frames")
+    if count < size:
+        order = pingpong_indices(count, size)
+        frames_list = list(buffer)
+        yield Window(0, 0, size, 0), torch.stack([frames_list[i] for i in order], -3), order
+    elif previous_start is not None and previous_start + size < count:
+        start = count - size
+        yield (
+            Window(index, start, size, previous_start + size - start),
+            torch.stack(list(buffer), -3),
+            torch.arange(start, count),
+        )

@@ -86,3 +86,16 @@ def test_heads_are_plain_modules_and_l4p_from_encoder(host):
     module = model.add_head(host.get_head("b"), {"hidden": 8})
     assert model.heads["b"] is module and isinstance(module, torch.nn.Module)
     assert model.configs["b"].hidden == 8
+
+
+@pytest.mark.parametrize("frames", [3, 8, 16, 20, 21, 40])
+def test_streamed_windows_match_the_plan(frames):
+    from l4p_framework.windows import iter_windows
+
+    stream = (torch.full((3, 2, 2), float(i)) for i in range(frames))
+    got = [(w.start, w.overlap, clip[0, :, 0, 0].tolist()) for w, clip, _ in iter_windows(stream, 8, 4)]
+    plan = plan_windows(max(frames, 8), 8, 4)
+    assert [(s, o) for s, o, _ in got] == [(w.start, w.overlap) for w in plan]
+    for start, _, values in got:  # each window holds exactly its frames (or the ping-pong padding)
+        expected = pingpong_indices(frames, 8).tolist() if frames < 8 else list(range(start, start + 8))
+        assert values == [float(v) for v in expected]
