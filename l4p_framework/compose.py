@@ -19,7 +19,7 @@ from .io import sha256_file
 from .plugins import PluginHost, get_plugin_host
 from .registry import RegistryFile, load_registry
 from .specs import HeadSpec, Layer
-from .windows import Window, iter_windows
+from .windows import Window, iter_windows, plan_windows
 
 
 def time_dim(shape: str) -> int | None:
@@ -118,6 +118,7 @@ class L4P(nn.Module):
         queries: torch.Tensor | None = None,
         intrinsics: torch.Tensor | None = None,
         heads: Sequence[str] | None = None,
+        on_window: Any = None,
     ) -> dict[str, dict]:
         """Run the composed heads on video (B, 3, T, H, W) float in [0, 1] of any length T.
 
@@ -129,7 +130,9 @@ class L4P(nn.Module):
         b, _, t = video.shape[:3]
         intr = _per_frame_intrinsics(intrinsics, b, t)
         frames = (video[:, :, i] for i in range(t))
-        return self.stream(frames, queries=queries, intrinsics=intr, heads=heads)
+        return self.stream(
+            frames, queries=queries, intrinsics=intr, heads=heads, on_window=on_window, num_frames=t
+        )
 
     def stream(
         self,
@@ -138,11 +141,14 @@ class L4P(nn.Module):
         intrinsics: torch.Tensor | None = None,
         heads: Sequence[str] | None = None,
         on_window: Any = None,
+        num_frames: int | None = None,
     ) -> dict[str, dict]:
         """Like forward, from an iterable of frames (B, 3, H, W) float in [0, 1]: bounded memory.
 
         Only one window of input frames is held at a time. intrinsics: (B, T, 3, 3) for every
         frame, or (B, 3, 3) shared. on_window(window) is called after each window (progress).
+        num_frames: the video length if known; heads then also get batch["num_frames"] and
+        batch["next_window"] (the next `Window`, None for the last) to check inputs and size state.
         """
         heads = list(heads or self.heads)
         missing = [h for h in heads if h not in self.heads]
@@ -153,10 +159,14 @@ class L4P(nn.Module):
         memory: dict[str, Any] = dict.fromkeys(heads)
         stitchers = {h: self.specs[h].stitcher(self.configs[h]) for h in heads}
         t = 0
+        plan = plan_windows(max(num_frames, size), size, self.window_stride) if num_frames else None
         for window, clip, index in iter_windows(frames, size, self.window_stride):
             t = max(t, int(index.max()) + 1)
             features = self.encode(clip)
             batch: dict[str, Any] = {"video": clip, "window": window}
+            if plan is not None:
+                batch["num_frames"] = num_frames
+                batch["next_window"] = plan[window.index + 1] if window.index + 1 < len(plan) else None
             if queries is not None:
                 batch["queries"] = queries
             if intrinsics is not None:

@@ -80,6 +80,8 @@ class HeadSpec:
     visualize: Callable[[dict, dict], dict[str, Any]] | None = None
     inputs: tuple[str, ...] = ()
     """Extra batch keys the head reads at inference (e.g. "queries", "intrinsics")."""
+    baseline: Callable[[dict], dict[str, torch.Tensor]] | None = None
+    """Outputs of the task's trivial baseline for a batch (what `l4p eval` compares against)."""
     official_key_map: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]] | None = None
     description: str = ""
     distribution: str = "<unknown>"

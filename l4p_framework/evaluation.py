@@ -1,0 +1,84 @@
+"""Evaluation: run a composed model on dataset clips, average each head's metrics, compare baselines."""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from .compose import L4P
+from .errors import InputError
+
+
+def run_on_batch(
+    model: L4P,
+    batch: dict[str, Any],
+    heads: Sequence[str] | None = None,
+    known_intrinsics: bool = False,
+    on_window=None,
+) -> dict[str, dict[str, torch.Tensor]]:
+    """The model's windowed outputs for a collated batch (video, queries, optionally intrinsics)."""
+    with torch.no_grad():
+        return model(
+            batch["video"],
+            queries=batch.get("queries"),
+            intrinsics=batch.get("intrinsics") if known_intrinsics else None,
+            heads=heads,
+            on_window=on_window,
+        )
+
+
+def head_metrics(
+    model: L4P, name: str, outputs: dict, batch: dict
+) -> tuple[dict[str, float], dict[str, float]]:
+    """(model metrics, baseline metrics) of head `name` on one batch; baseline {} if undefined."""
+    spec = model.specs[name]
+    missing = [k for k in spec.targets if k not in batch]
+    if missing:
+        raise InputError(f"head {name!r} needs ground truth {missing}, which this dataset does not provide")
+    ours = spec.metrics(outputs, batch)
+    base = spec.metrics(spec.baseline(batch), batch) if spec.baseline is not None else {}
+    return ours, base
+
+
+def evaluate(
+    model: L4P, dataset, heads: Sequence[str], num_clips: int, known_intrinsics: bool = False
+) -> dict[str, dict[str, dict[str, float]]]:
+    """Mean metrics per head over `num_clips` samples: {head: {"model": {...}, "baseline": {...}}}."""
+    from .data.collate import collate
+
+    sums: dict[str, dict[str, dict[str, list[float]]]] = defaultdict(
+        lambda: defaultdict(lambda: defaultdict(list))
+    )
+    for i in range(min(num_clips, len(dataset))):
+        batch = collate([dataset[i]])
+        outputs = run_on_batch(model, batch, heads, known_intrinsics)
+        for name in heads:
+            ours, base = head_metrics(model, name, outputs[name], batch)
+            for key, value in ours.items():
+                sums[name]["model"][key].append(value)
+            for key, value in base.items():
+                sums[name]["baseline"][key].append(value)
+    return {
+        name: {kind: {k: _nanmean(v) for k, v in values.items()} for kind, values in groups.items()}
+        for name, groups in sums.items()
+    }
+
+
+def _nanmean(values: list[float]) -> float:
+    finite = [v for v in values if not math.isnan(v)]
+    return sum(finite) / len(finite) if finite else float("nan")
+
+
+def format_table(results: dict[str, dict[str, dict[str, float]]]) -> str:
+    """A plain-text table: head, metric, model, baseline."""
+    rows = [("head", "metric", "model", "baseline")]
+    for name, groups in results.items():
+        for key, value in groups.get("model", {}).items():
+            base = groups.get("baseline", {}).get(key)
+            rows.append((name, key, f"{value:.4f}", "" if base is None else f"{base:.4f}"))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows)
