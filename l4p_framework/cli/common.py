@@ -41,7 +41,7 @@ def load_model(registry: str | None, heads: list[str] | None, say=print) -> tupl
     `tiny` encoder.
     """
     host = get_plugin_host()
-    registry = registry or default_registry()
+    registry = None if registry == "none" else (registry or default_registry())
     wanted = heads or sorted(host.heads())
     if not wanted:
         raise L4PError("no heads are installed; install a head plugin (e.g. pip install -e heads/depth)")

@@ -1,0 +1,123 @@
+"""`l4p run` / `l4p demo` / `l4p eval` on generated inputs: outputs, exports and one-line errors."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from l4p_framework.cli.main import main
+from l4p_framework.data.video import write_video
+
+pytest.importorskip("l4p_head_depth")
+
+
+def _video(path, frames=10, size=(48, 80)):
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 255, (size[0], size[1] * 2, 3), dtype=np.uint8)
+    clip = np.stack([base[:, t : t + size[1]] for t in range(frames)])  # a panning texture
+    return write_video(path, clip, fps=10)
+
+
+def test_run_on_video_writes_outputs_at_input_resolution(tmp_path, capsys):
+    video = _video(tmp_path / "clip.mp4")
+    out = tmp_path / "out"
+    code = main(
+        [
+            "run",
+            str(video),
+            "--heads",
+            "depth,flow",
+            "--out",
+            str(out),
+            "--intrinsics",
+            "60,60,40,24",
+            "--registry",
+            "none",
+        ]
+    )
+    assert code == 0, capsys.readouterr().err
+    results = np.load(out / "clip" / "results.npz")
+    assert results["depth/depth"].shape == (1, 10, 48, 80)
+    assert results["flow/flow"].shape == (2, 10, 48, 80)
+    plys = sorted((out / "clip").glob("points_*.ply"))
+    assert len(plys) == 10 and plys[0].read_bytes().startswith(b"ply\n")
+
+
+def test_run_on_image_folder(tmp_path):
+    from PIL import Image
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i in range(5):
+        Image.fromarray(np.full((32, 32, 3), i * 40, np.uint8)).save(folder / f"{i:03d}.png")
+    assert (
+        main(
+            [
+                "run",
+                str(folder),
+                "--heads",
+                "depth",
+                "--out",
+                str(tmp_path / "o"),
+                "--no-ply",
+                "--registry",
+                "none",
+            ]
+        )
+        == 0
+    )
+    assert np.load(tmp_path / "o" / "results.npz")["depth/depth"].shape == (1, 5, 32, 32)
+
+
+@pytest.mark.parametrize("case", ["empty-file", "corrupt-file", "empty-folder", "unwritable-out", "missing"])
+def test_bad_inputs_give_one_line_errors(tmp_path, case):
+    out = tmp_path / "out"
+    if case == "empty-file":
+        target = tmp_path / "empty.mp4"
+        target.write_bytes(b"")
+    elif case == "corrupt-file":
+        target = tmp_path / "bad.mp4"
+        target.write_bytes(os.urandom(2048))
+    elif case == "empty-folder":
+        target = tmp_path / "folder"
+        target.mkdir()
+    elif case == "missing":
+        target = tmp_path / "nothing.mp4"
+    else:
+        target = _video(tmp_path / "ok.mp4", frames=4)
+        out = tmp_path / "blocker"
+        out.write_text("a file where the output folder should be")
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "l4p_framework.cli.main",
+            "run",
+            str(target),
+            "--heads",
+            "depth",
+            "--out",
+            str(out),
+            "--registry",
+            "none",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("l4p: error:")]
+    assert len(errors) == 1 and "Traceback" not in result.stderr, result.stderr
+
+
+def test_demo_and_eval_print_tables(tmp_path, capsys):
+    assert (
+        main(["demo", "--heads", "depth,motion", "--out", str(tmp_path / "demo"), "--registry", "none"]) == 0
+    )
+    printed = capsys.readouterr().out
+    assert "abs_rel" in printed and "iou" in printed
+    assert (tmp_path / "demo" / "depth.png").is_file() and (tmp_path / "demo" / "all.gif").is_file()
+    assert main(["eval", "--heads", "depth", "--num-clips", "2", "--registry", "none"]) == 0
+    assert "depth (untrained)" in capsys.readouterr().out
