@@ -1,0 +1,140 @@
+"""Windowed inference with a "perfect" decoder: GT rays in, the GT trajectory and intrinsics out."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from l4p_head_pose import PoseConfig, PoseStitcher, pose_head_spec, ray_targets
+
+from l4p_framework import L4P
+from l4p_framework.geometry import plucker_rays, relative_to_first
+from l4p_framework.metrics.pose import ate
+from l4p_framework.testing import tiny_batch, tiny_encoder
+
+WINDOW, STRIDE, FRAMES = 8, 4, 20
+
+
+@pytest.fixture(scope="module")
+def video_batch():
+    """Two synth4d sequences of 20 frames (B = 2) at 64x64."""
+    a, b = tiny_batch(seed=7, frames=FRAMES), tiny_batch(seed=11, frames=FRAMES)
+    return {k: torch.cat([a[k], b[k]]) for k in ("video", "depth", "depth_valid", "intrinsics", "poses")}
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    return tiny_encoder()
+
+
+def perfect_model(encoder, batch, config: PoseConfig, units: str = "scene") -> L4P:
+    """L4P with the pose head's decoder replaced by a stub returning the window's GT raw ray map.
+
+    units="scene": moments in GT scene units; "depth": in units of the window's first-frame median GT
+    depth (what a head trained with depth_normalized_loss predicts), so each window has its own scale.
+    """
+    model = L4P(encoder, window_stride=STRIDE)
+    head = model.add_head(pose_head_spec(), config)
+
+    def decode(features, window_batch):
+        s = window_batch["window"].start
+        sl = {k: batch[k][:, :, s : s + WINDOW] for k in ("depth", "depth_valid")}
+        sl.update({k: batch[k][:, s : s + WINDOW] for k in ("intrinsics", "poses")})
+        sl["video"] = batch["video"][:, :, s : s + WINDOW]
+        rays, _ = ray_targets(sl, head.grid, depth_normalized=units == "depth")
+        return torch.cat([rays[:, :3], rays[:, 3:] * config.moment_scale], 1)
+
+    head.decode = decode
+    return model
+
+
+def scene_scale(poses: torch.Tensor) -> torch.Tensor:
+    """Largest distance of a camera centre from the mean centre, per sequence (B,)."""
+    c = poses[..., :3, 3].double()
+    return (c - c.mean(1, keepdim=True)).norm(dim=-1).amax(1)
+
+
+@pytest.mark.parametrize(
+    "config, units",
+    [
+        (PoseConfig(), "scene"),
+        (PoseConfig(intrinsics_mode="per_frame"), "scene"),
+        (PoseConfig(moment_scale=4.0), "depth"),  # every window at its own scale: chaining must rescale
+        (PoseConfig(chain_method="centres"), "depth"),
+    ],
+)
+def test_perfect_rays_recover_gt_trajectory(encoder, video_batch, config, units):
+    model = perfect_model(encoder, video_batch, config, units)
+    gt_K, gt_poses = video_batch["intrinsics"], video_batch["poses"]
+    with torch.no_grad():
+        out = model(video_batch["video"])["pose"]
+    assert out["poses"].shape == (2, FRAMES, 4, 4)
+    errors = torch.tensor(ate(out["poses"], gt_poses, per_sequence=True))
+    assert (errors / scene_scale(gt_poses) < 1e-3).all(), errors
+    if units == "scene":  # same scale: the chained poses are the GT relative to the first camera
+        assert torch.allclose(out["poses"].double(), relative_to_first(gt_poses.double()), atol=1e-4)
+    # intrinsics estimated from the rays (fixed: window 0's frame 0, then carried; per_frame: each frame)
+    assert torch.allclose(out["intrinsics"], gt_K, rtol=1e-4, atol=1e-3)
+
+
+def test_known_intrinsics_pass_through_exactly(encoder, video_batch):
+    model = perfect_model(encoder, video_batch, PoseConfig())
+    K = video_batch["intrinsics"].clone()
+    K[:, :, 0, 0] *= 1.0001  # slightly off: the given K must still come back bit for bit
+    with torch.no_grad():
+        out = model(video_batch["video"], intrinsics=K)["pose"]
+        exact = model(video_batch["video"], intrinsics=video_batch["intrinsics"])["pose"]
+    assert torch.equal(out["intrinsics"], K)
+    assert torch.equal(exact["intrinsics"], video_batch["intrinsics"])
+    errors = torch.tensor(ate(exact["poses"], video_batch["poses"], per_sequence=True))
+    assert (errors / scene_scale(video_batch["poses"]) < 1e-3).all()
+    # (B, 3, 3) intrinsics are broadcast over frames
+    with torch.no_grad():
+        single = model(video_batch["video"], intrinsics=K[:, 0])["pose"]
+    assert torch.equal(single["intrinsics"], K[:, :1].expand_as(K))
+
+
+def test_use_batch_intrinsics_false_estimates(encoder, video_batch):
+    model = perfect_model(encoder, video_batch, PoseConfig(use_batch_intrinsics=False))
+    K = video_batch["intrinsics"] * 2.0
+    with torch.no_grad():
+        out = model(video_batch["video"], intrinsics=K)["pose"]
+    assert torch.allclose(out["intrinsics"], video_batch["intrinsics"], rtol=1e-4, atol=1e-3)
+
+
+def test_noisy_rays_degrade_gracefully(encoder, video_batch):
+    """Noise and a few wild cells: the robust solver and the chaining stay close to GT."""
+    model = perfect_model(encoder, video_batch, PoseConfig())
+    head = model.heads["pose"]
+    clean = head.decode
+    gen = torch.Generator().manual_seed(0)
+
+    def noisy(features, batch):
+        raw = clean(features, batch)
+        raw = raw + 0.003 * torch.randn(raw.shape, generator=gen)
+        wild = torch.rand(raw[:, :1].shape, generator=gen) < 0.03
+        return torch.where(wild, torch.randn(raw.shape, generator=gen), raw)
+
+    head.decode = noisy
+    with torch.no_grad():
+        out = model(video_batch["video"])["pose"]
+    errors = torch.tensor(ate(out["poses"], video_batch["poses"], per_sequence=True))
+    assert (errors / scene_scale(video_batch["poses"]) < 0.05).all(), errors
+    assert torch.allclose(out["intrinsics"], video_batch["intrinsics"], atol=1.0)  # within a pixel
+
+
+def test_stitcher_without_overlap_and_scales():
+    """Windows that do not overlap are placed after the previous frame instead of failing."""
+    b = tiny_batch(frames=16)
+    K, P = b["intrinsics"], b["poses"]
+    stitcher = PoseStitcher()
+    state = None
+    for start in (0, 8):
+        rel = relative_to_first(P[:, start : start + 8])
+        rays = plucker_rays(K[:, start : start + 8], P[:, start : start + 8], (8, 8), (64, 64))
+        out = {"rays": rays, "poses": rel, "intrinsics": K[:, start : start + 8]}
+        state = stitcher.merge(state, out, start, 0)
+    full = stitcher.finalize(state)
+    assert full["poses"].shape == (1, 16, 4, 4) and torch.isfinite(full["poses"]).all()
+    assert torch.allclose(full["poses"][:, 8], full["poses"][:, 7])
+    assert not bool(state.success[1].any()) and bool(state.success[0].all())
+    assert torch.equal(full["rays"][:, :, 8:], rays) and torch.equal(full["intrinsics"], K)

@@ -1,0 +1,108 @@
+"""The `tracking` head plugin: HeadSpec, stitcher, visualisation and official key map."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from einops import rearrange
+
+from l4p_framework import OutputSpec, OverwriteStitcher, hookimpl
+from l4p_framework.blocks import official_tracking_head_to_l4p, strip_prefix
+from l4p_framework.specs import EncoderInfo, HeadSpec
+from l4p_framework.viz.tracks import draw_tracks
+
+from .head import TrackingConfig, TrackingHead
+from .memory import QUERY_TIME_EPS
+from .objectives import tracking_loss, tracking_metrics
+
+OFFICIAL_PREFIX = "l4p_model.task_heads.track_2d."
+
+OUTPUTS = (
+    OutputSpec("tracks", "(B, N, T, 2)", "2D track positions (x, y) in pixels, pixel centres at +0.5"),
+    OutputSpec(
+        "visibility",
+        "(B, N, T)",
+        "visibility logits (sigmoid > 0.5 = visible); -10 at frames before the query (not tracked)",
+    ),
+    OutputSpec(
+        "track_depth",
+        "(B, N, T)",
+        "z-depth of the track point, relative scale, not aligned across windows; 0 before the query",
+    ),
+)
+
+
+def official_key_map(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Official L4P tracking-head weights -> this head's state dict.
+
+    Accepts the whole official checkpoint state dict (keys `l4p_model.task_heads.track_2d.*` are
+    taken, everything else ignored) or the head's entries with that prefix already stripped. The
+    names are identical to `TrackingHead`'s (a `TrackingDecoder`), so this checks the keys,
+    requires the persistent Fourier matrix (loaded, never regenerated) and drops `grid_xy`.
+    """
+    if any(k.startswith("l4p_model.") for k in state_dict):
+        state_dict = strip_prefix(state_dict, OFFICIAL_PREFIX)
+    return official_tracking_head_to_l4p(state_dict)
+
+
+def _layers(info: EncoderInfo, config: TrackingConfig) -> list:
+    return ["final"]
+
+
+def _build(info: EncoderInfo, config: TrackingConfig) -> TrackingHead:
+    return TrackingHead(info, config)
+
+
+def _stitcher(config: TrackingConfig) -> OverwriteStitcher:
+    """Each window's outputs already hold earlier values where it does not track a point (the
+    memory carries them), so overwriting whole windows equals writing only the valid frames."""
+    return OverwriteStitcher({"tracks": 2, "visibility": 2, "track_depth": 2})
+
+
+def visualize(outputs: dict, batch: dict, index: int = 0, trail: int = 8) -> dict[str, Any]:
+    """Tracks drawn on the frames of video `index`: {"tracks": list of T (H, W, 3) uint8 frames}.
+
+    Visible points (logit > 0) are filled discs with a trail over the last `trail` frames; hidden
+    points are hollow circles; frames before a query's time are not drawn.
+    """
+    video = batch["video"][index].detach().float().clamp(0, 1)
+    frames = (rearrange(video, "c t h w -> t h w c") * 255).round().to(torch.uint8).cpu().numpy()
+    tracks = outputs["tracks"][index].detach().float().cpu().clone()
+    visible = (outputs["visibility"][index].detach() > 0).cpu()
+    queries = outputs.get("queries", batch.get("queries"))
+    if queries is not None:
+        t = tracks.shape[1]
+        before = torch.arange(t)[None] < queries[index, :, 0:1].detach().float().cpu() - QUERY_TIME_EPS
+        tracks[before] = float("nan")
+    drawn = draw_tracks(frames, tracks.numpy(), visible.numpy(), trail=trail)
+    return {"tracks": [np.ascontiguousarray(f) for f in drawn]}
+
+
+def tracking_spec() -> HeadSpec:
+    """The `tracking` HeadSpec (2D tracks, visibility and track depth from the final tokens)."""
+    return HeadSpec(
+        name="tracking",
+        version="0.1.0",
+        config_model=TrackingConfig,
+        layers=_layers,
+        build=_build,
+        loss=tracking_loss,
+        metrics=tracking_metrics,
+        targets=("queries", "tracks", "visibility", "track_depth"),
+        outputs=OUTPUTS,
+        stitcher=_stitcher,
+        visualize=visualize,
+        inputs=("queries",),
+        official_key_map=official_key_map,
+        description=(
+            "Point tracking (L4P's SAM-style sparse head): 2D tracks, visibility and track depth for "
+            "query points (t, x, y), carried across windows by a memory; 3D tracks via lifting."
+        ),
+    )
+
+
+@hookimpl
+def l4p_heads() -> list[HeadSpec]:
+    return [tracking_spec()]
