@@ -165,6 +165,8 @@ class L4P(nn.Module):
             features = self.encode(clip)
             batch: dict[str, Any] = {"video": clip, "window": window}
             if plan is not None:
+                if window.index >= len(plan) or plan[window.index].start != window.start:
+                    raise InputError(f"the video has more frames than num_frames={num_frames} declared")
                 batch["num_frames"] = num_frames
                 batch["next_window"] = plan[window.index + 1] if window.index + 1 < len(plan) else None
             if queries is not None:

@@ -1,12 +1,14 @@
 """Reusable decoder building blocks shared by head plugins.
 
 - `DPT3D` / `DPT3DConfig`: the 3D DPT dense decoder (depth, flow, masks, rays).
+- `DenseHead` / `DenseHeadConfig`: a DPT3D sized for an encoder, the body of every dense head.
 - `TrackingDecoder`, `VideoMaskDecoder`, `TwoWayTransformer`: the SAM-style two-way decoder.
 - `RandomFourierPE3D`, `PromptEncoder3D`: 3D positional encoding and point / feature prompts.
 - `soft_argmax_2d`, `spatial_mean`: heatmap decoding.
 - `keymaps`: official L4P checkpoint key maps for these blocks.
 """
 
+from .dense_head import DenseHead, DenseHeadConfig
 from .dpt3d import (
     DPT3D,
     DPT3D_OFFICIAL,
@@ -15,6 +17,7 @@ from .dpt3d import (
     DPT3DConfig,
     FeatureFusionBlock3D,
     ResidualConvUnit3D,
+    dpt3d_cpu,
     dpt3d_hook_layers,
     dpt3d_official,
     dpt3d_official_rays,
@@ -41,6 +44,9 @@ from .two_way import (
 )
 
 __all__ = [
+    "DenseHead",
+    "DenseHeadConfig",
+    "dpt3d_cpu",
     "DPT3D",
     "DPT3D_OFFICIAL",
     "DPT3D_OFFICIAL_RAYS",

@@ -182,6 +182,30 @@ def dpt3d_small(
     )
 
 
+CPU_ACTPOST: tuple[Triple, Triple, Triple, Triple] = ((1, 1, 1), (1, 0, 0), (0, 0, 0), (-1, -1, -1))
+CPU_FUSION: tuple[Triple, Triple, Triple, Triple] = ((1, 1, 1), (1, 2, 2), (2, 1, 1), (2, 2, 2))
+
+
+def dpt3d_cpu(out_channels: int = 1, layers: tuple[int, int, int, int] = (1, 2, 3, 4)) -> DPT3DConfig:
+    """A decoder cheap enough to train on a CPU: the fusion stops at (T, H/4, W/4) of the input.
+
+    Pyramid (token grid t, h, w; window 2t x 8h x 8w for patch 8): level 0 (2t, 2h, 2w),
+    level 1 (2t, h, w), level 2 (t, h, w), level 3 (t/2, h/2, w/2); refinenet1 does not
+    upsample, head1 runs at (2t, 2h, 2w) and the trilinear resize to the input comes before
+    head2. Widths 16/32/64/64, fusion 32, head 8. 3D-conv backward passes are slow on CPUs
+    (about 12 GFLOP/s here), and full-resolution fusion is what the standard presets pay for.
+    """
+    return dpt3d_small(out_channels, layers).model_copy(
+        update={
+            "layer_dims": (16, 32, 64, 64),
+            "feature_dim": 32,
+            "last_dim": 8,
+            "actpost_scale_factors": CPU_ACTPOST,
+            "fusion_scale_factors": CPU_FUSION,
+        }
+    )
+
+
 DPT3D_OFFICIAL = dpt3d_official(1)
 """Official standard head with C = 1; use `dpt3d_official(2)` or `model_copy` for flow."""
 DPT3D_OFFICIAL_RAYS = dpt3d_official_rays()

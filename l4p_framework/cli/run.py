@@ -111,7 +111,13 @@ def run_one(model, path: Path, out: Path, args) -> None:
     queries = parse_queries(args.queries, transform, size) if "tracking" in model.heads else None
     progress = Progress(f"{path.name}", None)
     with torch.no_grad():
-        outputs = model.stream(frames(), queries=queries, intrinsics=K, on_window=progress)
+        outputs = model.stream(
+            frames(),
+            queries=queries,
+            intrinsics=K,
+            on_window=progress,
+            num_frames=None if path.is_file() else src.num_frames,  # container counts are estimates
+        )
     progress.done()
     out.mkdir(parents=True, exist_ok=True)
     arrays = export_arrays(outputs, transform)

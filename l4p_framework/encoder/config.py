@@ -66,7 +66,7 @@ PRESETS: dict[str, EncoderConfig] = {
             num_frames=8,
             image_size=(64, 64),
         ),
-        # The shipped CPU default model: 16 frames at 128x128, patch 8 -> 8x16x16 = 2048 tokens.
+        # The shipped CPU default model: 16 frames at 64x64, patch 8 -> 8x8x8 = 512 tokens, 2.7M params.
         EncoderConfig(
             name="l4p-cpu-small",
             width=192,
@@ -74,7 +74,7 @@ PRESETS: dict[str, EncoderConfig] = {
             num_heads=3,
             mlp_dim=768,
             patch_size=8,
-            image_size=(128, 128),
+            image_size=(64, 64),
         ),
         EncoderConfig(name="videomae-small", width=384, depth=12, num_heads=6, mlp_dim=1536, patch_size=16),
         EncoderConfig(name="videomae-base", width=768, depth=12, num_heads=12, mlp_dim=3072, patch_size=16),

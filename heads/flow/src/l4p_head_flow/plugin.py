@@ -1,0 +1,13 @@
+"""Entry point `l4p: flow`: registers the backward optical-flow head with the l4p plugin host."""
+
+from __future__ import annotations
+
+from l4p_framework import hookimpl
+from l4p_framework.specs import HeadSpec
+
+from .head import flow_head_spec
+
+
+@hookimpl
+def l4p_heads() -> list[HeadSpec]:
+    return [flow_head_spec()]

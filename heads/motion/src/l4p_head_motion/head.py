@@ -1,0 +1,140 @@
+"""The motion-segmentation head: a DPT dense head predicting a moving-object logit per pixel.
+
+Output `motion`: (B, 1, T, H, W) logit that the pixel belongs to an object moving in the world
+(sigmoid > 0.5 is "moving"). Trained with binary cross-entropy on the logit against
+`motion_mask`; long videos are stitched by overwriting (no alignment).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+
+from l4p_framework import OutputSpec, OverwriteStitcher
+from l4p_framework.blocks.dense_head import (
+    DenseHead,
+    DenseHeadConfig,
+    dense_output,
+    dense_target,
+    official_to_dense_head,
+)
+from l4p_framework.errors import InputError
+from l4p_framework.features import TokenFeatures
+from l4p_framework.metrics import motion_iou
+from l4p_framework.specs import EncoderInfo, HeadSpec
+from l4p_framework.viz import mask_overlay
+
+from . import __version__
+
+NAME = "motion"
+OFFICIAL_MODULE = "dyn_mask"
+"""Key of this head in the official checkpoint: `l4p_model.task_heads.dyn_mask.task_head.dpt.*`."""
+
+
+class MotionConfig(DenseHeadConfig):
+    """Motion head options (decoder architecture: see `DenseHeadConfig`).
+
+    pos_weight: weight of the positive (moving) class in the BCE loss, e.g. the ratio of static to
+        moving pixels of the training data (moving objects are usually a small fraction); None = 1.
+    """
+
+    pos_weight: float | None = Field(None, gt=0.0)
+
+
+class MotionHead(DenseHead):
+    """DPT dense head -> {"motion": (B, 1, T, H, W) moving-object logit} for one window."""
+
+    def __init__(self, info: EncoderInfo, config: MotionConfig) -> None:
+        super().__init__(info, config, out_channels=1)
+
+    def forward(
+        self, features: TokenFeatures, batch: dict[str, Any] | None = None
+    ) -> dict[str, torch.Tensor]:
+        return {"motion": super().forward(features, batch)}
+
+
+def motion_loss(
+    outputs: dict[str, torch.Tensor], batch: dict[str, Any], config: MotionConfig
+) -> dict[str, torch.Tensor]:
+    """Binary cross-entropy with logits, mean over all pixels (positives weighted by `pos_weight`).
+
+    outputs["motion"]: (B, 1, T, H, W) logits; batch["motion_mask"]: same shape, {0, 1} float or
+    bool. Returns {"loss", "bce": detached loss}.
+    """
+    logits = dense_output(outputs, "motion", 1)
+    target = dense_target(batch, "motion_mask", 1, logits)
+    if target.is_floating_point() and not bool(torch.isfinite(target).all()):
+        raise InputError("batch['motion_mask'] (B, 1, T, H, W) contains NaN or infinite values")
+    pos_weight = None
+    if config.pos_weight is not None:
+        pos_weight = torch.tensor(config.pos_weight, device=logits.device)
+    loss = F.binary_cross_entropy_with_logits(logits.float(), target.float(), pos_weight=pos_weight)
+    return {"loss": loss, "bce": loss.detach()}
+
+
+def motion_head_metrics(outputs: dict[str, torch.Tensor], batch: dict[str, Any]) -> dict[str, float]:
+    """Foreground IoU of sigmoid(logit) > 0.5 against `motion_mask`, over all frames of a sequence."""
+    logits = dense_output(outputs, "motion", 1).detach()
+    target = dense_target(batch, "motion_mask", 1, logits)
+    return motion_iou(logits.float(), target)
+
+
+def _frames_uint8(video: torch.Tensor) -> np.ndarray:
+    """(3, T, H, W) float in [0, 1] -> (T, H, W, 3) uint8."""
+    frames = (video.detach().float().clamp(0, 1) * 255).round().to(torch.uint8)
+    return frames.permute(1, 2, 3, 0).cpu().numpy()
+
+
+def visualize_motion(outputs: dict[str, torch.Tensor], batch: dict[str, Any]) -> dict[str, list]:
+    """Predicted moving pixels (sigmoid > 0.5) tinted red on the first sequence's frames.
+
+    Returns {"motion": [(H, W, 3) uint8] * T} (and "motion_gt" when the batch has `motion_mask`).
+    Without a video of matching size in the batch, the masks are drawn on grey frames.
+    """
+    logits = dense_output(outputs, "motion", 1).detach()[0, 0].float()
+    t, h, w = logits.shape
+    video = batch.get("video")
+    if isinstance(video, torch.Tensor) and video.ndim == 5 and tuple(video.shape[2:]) == (t, h, w):
+        frames = _frames_uint8(video[0])
+    else:
+        frames = np.full((t, h, w, 3), 128, dtype=np.uint8)
+    pred = (torch.sigmoid(logits) > 0.5).cpu().numpy()
+    images = {"motion": [mask_overlay(f, m) for f, m in zip(frames, pred)]}
+    gt = batch.get("motion_mask")
+    if isinstance(gt, torch.Tensor) and tuple(gt.shape[-3:]) == (t, h, w):
+        masks = (gt[0, 0] > 0.5).cpu().numpy()
+        images["motion_gt"] = [mask_overlay(f, m, color=(0, 255, 0)) for f, m in zip(frames, masks)]
+    return images
+
+
+def build_motion_head(info: EncoderInfo, config: MotionConfig) -> MotionHead:
+    return MotionHead(info, config)
+
+
+def motion_head_spec() -> HeadSpec:
+    """The `motion` HeadSpec registered by this plugin."""
+    return HeadSpec(
+        name=NAME,
+        version=__version__,
+        config_model=MotionConfig,
+        layers=lambda info, config: list(config.hook_layers(info)),
+        build=build_motion_head,
+        loss=motion_loss,
+        metrics=motion_head_metrics,
+        targets=("motion_mask",),
+        outputs=(
+            OutputSpec(
+                "motion",
+                "(B, 1, T, H, W)",
+                "logit that the pixel belongs to an object moving in the world (sigmoid > 0.5: moving)",
+            ),
+        ),
+        stitcher=lambda config: OverwriteStitcher({"motion": 2}),
+        visualize=visualize_motion,
+        official_key_map=official_to_dense_head,
+        description="Motion segmentation: moving-object logits from a 3D DPT head (BCE loss).",
+    )
