@@ -144,6 +144,14 @@ def build_depth_head(info: EncoderInfo, config: DepthConfig) -> DepthHead:
     return DepthHead(info, config)
 
 
+def depth_baseline(batch: dict) -> dict[str, torch.Tensor]:
+    """Trivial baseline: the median GT depth of each sequence everywhere (B, 1, T, H, W)."""
+    depth = batch["depth"].float()
+    valid = batch.get("depth_valid", depth > 0) & (depth > 0)
+    medians = torch.stack([d[v].median() if v.any() else d.new_tensor(1.0) for d, v in zip(depth, valid)])
+    return {"depth": medians.view(-1, 1, 1, 1, 1).expand_as(depth).clone()}
+
+
 def depth_head_spec() -> HeadSpec:
     """The `depth` HeadSpec registered by this plugin."""
     return HeadSpec(
@@ -162,6 +170,7 @@ def depth_head_spec() -> HeadSpec:
                 "z-depth > 0 of relative (arbitrary) scale; windows chained by scale/shift in disparity",
             ),
         ),
+        baseline=depth_baseline,
         stitcher=lambda config: DisparityAffineStitcher("depth", time_dim=2),
         visualize=visualize_depth,
         official_key_map=official_to_dense_head,

@@ -118,6 +118,11 @@ def build_flow_head(info: EncoderInfo, config: FlowConfig) -> FlowHead:
     return FlowHead(info, config)
 
 
+def flow_baseline(batch: dict) -> dict[str, torch.Tensor]:
+    """Trivial baseline: zero flow (B, 2, T, H, W)."""
+    return {"flow": torch.zeros_like(batch["flow"], dtype=torch.float32)}
+
+
 def flow_head_spec() -> HeadSpec:
     """The `flow` HeadSpec registered by this plugin."""
     return HeadSpec(
@@ -136,6 +141,7 @@ def flow_head_spec() -> HeadSpec:
                 "backward optical flow (u, v) in pixels from frame t to frame t-1; frame 0 undefined",
             ),
         ),
+        baseline=flow_baseline,
         stitcher=lambda config: OverwriteStitcher({"flow": 2}, keep_previous_first=True),
         visualize=visualize_flow,
         official_key_map=official_to_dense_head,

@@ -115,6 +115,11 @@ def build_motion_head(info: EncoderInfo, config: MotionConfig) -> MotionHead:
     return MotionHead(info, config)
 
 
+def motion_baseline(batch: dict) -> dict[str, torch.Tensor]:
+    """Trivial baseline: everything static (logit -10 everywhere, (B, 1, T, H, W))."""
+    return {"motion": torch.full_like(batch["motion_mask"], -10.0, dtype=torch.float32)}
+
+
 def motion_head_spec() -> HeadSpec:
     """The `motion` HeadSpec registered by this plugin."""
     return HeadSpec(
@@ -133,6 +138,7 @@ def motion_head_spec() -> HeadSpec:
                 "logit that the pixel belongs to an object moving in the world (sigmoid > 0.5: moving)",
             ),
         ),
+        baseline=motion_baseline,
         stitcher=lambda config: OverwriteStitcher({"motion": 2}),
         visualize=visualize_motion,
         official_key_map=official_to_dense_head,

@@ -526,6 +526,15 @@ OUTPUTS = (
 )
 
 
+def pose_baseline(batch: dict) -> dict[str, torch.Tensor]:
+    """Trivial baseline: a static camera (identity poses (B, T, 4, 4)) with the default intrinsics
+    fx = fy = min(H, W), cx = W/2, cy = H/2 (B, T, 3, 3)."""
+    b, _, t, h, w = batch["video"].shape
+    f = float(min(h, w))
+    K = torch.tensor([[f, 0.0, w / 2], [0.0, f, h / 2], [0.0, 0.0, 1.0]])
+    return {"poses": torch.eye(4).expand(b, t, 4, 4).clone(), "intrinsics": K.expand(b, t, 3, 3).clone()}
+
+
 def pose_head_spec() -> HeadSpec:
     """The `pose` HeadSpec registered by this plugin."""
     return HeadSpec(
@@ -538,6 +547,7 @@ def pose_head_spec() -> HeadSpec:
         metrics=pose_head_metrics,
         targets=("intrinsics", "poses"),
         outputs=OUTPUTS,
+        baseline=pose_baseline,
         stitcher=lambda config: PoseStitcher(config.chain_method),
         visualize=visualize_pose,
         inputs=("intrinsics",),

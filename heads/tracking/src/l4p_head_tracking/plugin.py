@@ -80,6 +80,26 @@ def visualize(outputs: dict, batch: dict, index: int = 0, trail: int = 8) -> dic
     return {"tracks": [np.ascontiguousarray(f) for f in drawn]}
 
 
+def tracking_baseline(batch: dict) -> dict[str, torch.Tensor]:
+    """Trivial baseline: every point stays at its query position, always visible.
+
+    tracks (B, N, T, 2) = query (x, y); visibility (B, N, T) logit +10; track_depth (B, N, T) = the
+    GT track depth at the query frame (1 where unavailable).
+    """
+    queries = batch["queries"].float()
+    b, n, _ = queries.shape
+    t = batch["video"].shape[2]
+    tracks = queries[:, :, None, 1:].expand(b, n, t, 2).clone()
+    frame = queries[:, :, 0].round().long().clamp(0, t - 1)
+    depth = batch.get("track_depth")
+    start = depth.gather(2, frame[..., None]).float() if depth is not None else queries.new_ones(b, n, 1)
+    return {
+        "tracks": tracks,
+        "visibility": queries.new_full((b, n, t), 10.0),
+        "track_depth": start.expand(b, n, t).clone(),
+    }
+
+
 def tracking_spec() -> HeadSpec:
     """The `tracking` HeadSpec (2D tracks, visibility and track depth from the final tokens)."""
     return HeadSpec(
@@ -92,6 +112,7 @@ def tracking_spec() -> HeadSpec:
         metrics=tracking_metrics,
         targets=("queries", "tracks", "visibility", "track_depth"),
         outputs=OUTPUTS,
+        baseline=tracking_baseline,
         stitcher=_stitcher,
         visualize=visualize,
         inputs=("queries",),
