@@ -20,11 +20,17 @@ from ..errors import L4PError
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--registry", default=None, help="registry.yaml to read and update (default ./registry.yaml)")
+    parser.add_argument(
+        "--registry", default=None, help="registry.yaml to read and update (default ./registry.yaml)"
+    )
     parser.add_argument("--config", default=None, metavar="FILE.yaml", help="training config YAML")
-    parser.add_argument("--print-config", action="store_true", help="print the resolved configuration and exit")
+    parser.add_argument(
+        "--print-config", action="store_true", help="print the resolved configuration and exit"
+    )
     parser.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides (+key=value adds a key)")
+    parser.add_argument(
+        "overrides", nargs="*", metavar="key=value", help="config overrides (+key=value adds a key)"
+    )
 
 
 def head_parser() -> argparse.ArgumentParser:
@@ -48,7 +54,9 @@ def joint_parser() -> argparse.ArgumentParser:
     parser.add_argument("--heads", required=True, metavar="A,B,C", help="comma-separated heads to train")
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--train-encoder", action="store_true", help="train the whole encoder too")
-    group.add_argument("--train-last-blocks", type=int, metavar="N", help="train only the encoder's last N blocks")
+    group.add_argument(
+        "--train-last-blocks", type=int, metavar="N", help="train only the encoder's last N blocks"
+    )
     _common(parser)
     return parser
 
@@ -82,13 +90,13 @@ def _train(args, plugin: str | None, heads: list[str] | None, extra: list[str]) 
 
 def train_head_main(argv: Sequence[str] | None = None) -> int:
     """Console script `l4p-train-head`."""
-    args = head_parser().parse_args(argv)
+    args = head_parser().parse_intermixed_args(argv)
     return _run("l4p-train-head", lambda: _train(args, args.plugin, None, []))
 
 
 def train_main(argv: Sequence[str] | None = None) -> int:
     """Console script `l4p-train`."""
-    args = joint_parser().parse_args(argv)
+    args = joint_parser().parse_intermixed_args(argv)
     heads = [h.strip() for h in args.heads.split(",") if h.strip()]
     extra = []
     if args.train_encoder:
