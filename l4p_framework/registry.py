@@ -28,7 +28,8 @@ class EncoderEntry(BaseModel):
     sha256: str | None = None
     fingerprint: str | None = None
     seed: int = 0
-    precision: Literal["auto", "bf16", "fp32"] = "fp32"
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
+    """auto: bf16 where the hardware runs bf16 matmuls fast (AMX, AVX512-BF16, CUDA), else fp32."""
 
 
 class HeadEntry(BaseModel):

@@ -39,7 +39,7 @@ def fresh_host(*plugins: object, entrypoints: bool = False, strict: bool = False
 
 def tiny_encoder(seed: int = 0) -> VideoEncoder:
     """The frozen `tiny` test encoder (4 blocks, 64 wide, 8 frames at 64x64)."""
-    return load_encoder("tiny", seed=seed)
+    return load_encoder("tiny", seed=seed, precision="fp32")
 
 
 @lru_cache(maxsize=4)

@@ -80,7 +80,7 @@ def load_encoder(
     source: str | os.PathLike,
     preset: str | None = None,
     *,
-    precision: Precision = "fp32",
+    precision: Precision = "auto",
     device: str | torch.device = "cpu",
     seed: int = 0,
 ) -> VideoEncoder:

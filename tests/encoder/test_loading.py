@@ -41,7 +41,7 @@ def _hf_model(tmp_path, qkv_bias=True, mean_pooling=False):
 @pytest.mark.parametrize("qkv_bias", [True, False])
 def test_parity_with_transformers(tmp_path, qkv_bias):
     model = _hf_model(tmp_path, qkv_bias)
-    encoder = load_encoder(tmp_path)
+    encoder = load_encoder(tmp_path, precision="fp32")
     assert encoder.config.mean == (0.5, 0.5, 0.5) and encoder.config.std == (0.25, 0.25, 0.25)
     video = torch.rand(2, 3, 4, 32, 32)
     with torch.no_grad():
@@ -73,7 +73,7 @@ def test_for_pretraining_and_classification_prefixes(tmp_path):
         folder = tmp_path / cls.__name__
         model = cls(config).eval()
         model.save_pretrained(folder)
-        encoder = load_encoder(folder)
+        encoder = load_encoder(folder, precision="fp32")
         video = torch.rand(1, 3, 4, 32, 32)
         pix = (
             (video - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1, 1))

@@ -130,3 +130,15 @@ def test_other_token_counts_use_same_formula():
     encoder = load_encoder("tiny")
     feats = encoder(torch.rand(1, 3, 4, 32, 48), [0])  # 2x4x6 tokens
     assert feats[0].shape == (1, 48, 64) and feats.grid_size == (2, 4, 6)
+
+
+def test_bf16_inference_path_close_to_float32():
+    reference = load_encoder("tiny", precision="fp32")
+    fast = load_encoder("tiny", precision="bf16")
+    assert fast.blocks[0].attn.qkv.weight.dtype == torch.bfloat16  # weights kept in bf16, not re-cast
+    assert fast.fingerprint == reference.fingerprint  # the fingerprint is of the float32 weights
+    video = torch.rand(1, 3, 8, 64, 64)
+    ref, out = reference(video, ["final"])["final"], fast(video, ["final"])["final"]
+    assert out.dtype == torch.float32
+    rel = ((out - ref).norm() / ref.norm()).item()
+    assert 0 < rel < 2e-2

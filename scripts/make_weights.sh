@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Reproduce the shipped default model (registry.yaml + weights/) with the project's own commands,
+# on synth4d only, on a CPU. L4P's recipe, shrunk for 2 cores:
+#   stage 1: l4p-train jointly trains the encoder (from scratch) with depth, flow and tracking;
+#   stage 2: the encoder is frozen and motion, pose (and normals, when installed) are trained
+#            with l4p-train-head, as L4P did for its extension tasks.
+# Work happens in runs/default-model/; registry.yaml and weights/ are replaced only at the end.
+# Usage: bash scripts/make_weights.sh [STAGE1_STEPS] [STAGE2_STEPS]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+STAGE1=${1:-800}
+STAGE2=${2:-300}
+BIN=.venv/bin
+WORK=runs/default-model
+rm -rf "$WORK" && mkdir -p "$WORK"
+cat > "$WORK/registry.yaml" <<'YAML'
+schema_version: 1
+encoder:
+  preset: l4p-cpu-small
+  seed: 0
+heads: {}
+YAML
+common=(batch_size=2 log_every=20 eval_batches=8 checkpoint_every=100 data.options.num_queries=32)
+start=$(date +%s)
+
+$BIN/l4p-train --heads depth,flow,tracking --registry "$WORK/registry.yaml" "${common[@]}" \
+  train_encoder=true steps="$STAGE1" lr=1e-3 encoder_lr=5e-4 warmup_steps=50 \
+  params.depth.preset=cpu params.flow.preset=cpu params.tracking.max_queries=64
+
+for head in motion pose normals; do
+  if ! $BIN/l4p heads --json --registry "$WORK/registry.yaml" | grep -q "\"head\": \"$head\""; then
+    echo "skipping $head: its plugin is not installed"; continue
+  fi
+  extra=()
+  [ "$head" != pose ] && extra+=(params.$head.preset=cpu)
+  $BIN/l4p-train-head --plugin "$head" --registry "$WORK/registry.yaml" "${common[@]}" \
+    steps="$STAGE2" lr=1e-3 warmup_steps=30 "${extra[@]}"
+done
+
+rm -rf weights && mkdir -p weights
+cp "$WORK"/weights/*.safetensors weights/
+cp "$WORK/registry.yaml" registry.yaml
+$BIN/l4p registry validate --registry registry.yaml
+echo "default model rebuilt in $(( ($(date +%s) - start) / 60 )) min"
