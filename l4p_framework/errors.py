@@ -46,5 +46,10 @@ def check_tensor(name: str, tensor, shape: str, *, ndim: int | None = None, fini
         raise InputError(f"{name} must be a torch.Tensor of shape {shape}, got {type(tensor).__name__}")
     if ndim is not None and tensor.ndim != ndim:
         raise InputError(f"{name} must have shape {shape} ({ndim} dims), got {tuple(tensor.shape)}")
-    if finite and tensor.is_floating_point() and tensor.device.type != "meta" and not bool(torch.isfinite(tensor).all()):
+    if (
+        finite
+        and tensor.is_floating_point()
+        and tensor.device.type != "meta"
+        and not bool(torch.isfinite(tensor).all())
+    ):
         raise InputError(f"{name} {shape} contains NaN or infinite values; clean the input first")
