@@ -6,24 +6,30 @@
 #            with l4p-train-head, as L4P did for its extension tasks.
 # Work happens in runs/default-model/; registry.yaml and weights/ are replaced only at the end.
 # Usage: bash scripts/make_weights.sh [STAGE1_STEPS] [STAGE2_STEPS]
+#        RESUME=1 bash scripts/make_weights.sh ...   continues an interrupted stage 1 from its checkpoint
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STAGE1=${1:-800}
 STAGE2=${2:-300}
 BIN=.venv/bin
 WORK=runs/default-model
-rm -rf "$WORK" && mkdir -p "$WORK"
-cat > "$WORK/registry.yaml" <<'YAML'
+resume=()
+if [ "${RESUME:-0}" = 1 ] && [ -f "$WORK/registry.yaml" ]; then
+  resume=(--resume)
+else
+  rm -rf "$WORK" && mkdir -p "$WORK"
+  cat > "$WORK/registry.yaml" <<'YAML'
 schema_version: 1
 encoder:
   preset: l4p-cpu-small
   seed: 0
 heads: {}
 YAML
+fi
 common=(batch_size=2 log_every=20 eval_batches=8 checkpoint_every=100 data.options.num_queries=32)
 start=$(date +%s)
 
-$BIN/l4p-train --heads depth,flow,tracking --registry "$WORK/registry.yaml" "${common[@]}" \
+$BIN/l4p-train --heads depth,flow,tracking --registry "$WORK/registry.yaml" "${resume[@]}" "${common[@]}" \
   train_encoder=true steps="$STAGE1" lr=1e-3 encoder_lr=5e-4 warmup_steps=50 \
   params.depth.preset=cpu params.flow.preset=cpu params.tracking.max_queries=64
 

@@ -114,7 +114,8 @@ def cast(scene: Scene, dirs_cam: torch.Tensor) -> Hits:
 
     # Room: the camera is inside the box, so each ray leaves it through exactly one face.
     t_axes = torch.where(d > 0, scene.room_hi[:, None, None], scene.room_lo[:, None, None])
-    t_axes.sub_(scene.cam_pos.T[..., None]).div_(d)  # d == 0 gives +inf on that axis
+    t_axes.sub_(scene.cam_pos.T[..., None]).div_(d)
+    t_axes.masked_fill_(d == 0, math.inf)  # parallel to that axis' faces (x / +0.0 may be -inf)
     t_room, face = t_axes.min(0)
     del t_axes
 
