@@ -7,6 +7,7 @@
 # Work happens in runs/default-model/; registry.yaml and weights/ are replaced only at the end.
 # Usage: bash scripts/make_weights.sh [STAGE1_STEPS] [STAGE2_STEPS]
 #        RESUME=1 bash scripts/make_weights.sh ...   continues an interrupted stage 1 from its checkpoint
+#        SKIP_STAGE1=1 bash scripts/make_weights.sh ...   redoes only stage 2 on the stage-1 result
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STAGE1=${1:-800}
@@ -14,7 +15,9 @@ STAGE2=${2:-300}
 BIN=.venv/bin
 WORK=runs/default-model
 resume=()
-if [ "${RESUME:-0}" = 1 ] && [ -f "$WORK/registry.yaml" ]; then
+if [ "${SKIP_STAGE1:-0}" = 1 ]; then
+  echo "SKIP_STAGE1=1: reusing the stage-1 result in $WORK"
+elif [ "${RESUME:-0}" = 1 ] && [ -f "$WORK/registry.yaml" ]; then
   resume=(--resume)
 else
   rm -rf "$WORK" && mkdir -p "$WORK"
@@ -29,12 +32,13 @@ fi
 common=(batch_size=2 log_every=20 eval_batches=8 checkpoint_every=100 data.options.num_queries=32)
 start=$(date +%s)
 
-$BIN/l4p-train --heads depth,flow,tracking --registry "$WORK/registry.yaml" "${resume[@]}" "${common[@]}" \
+[ "${SKIP_STAGE1:-0}" = 1 ] || $BIN/l4p-train --heads depth,flow,tracking --registry "$WORK/registry.yaml" "${resume[@]}" "${common[@]}" \
   train_encoder=true steps="$STAGE1" lr=1e-3 encoder_lr=5e-4 warmup_steps=50 \
   params.depth.preset=cpu params.flow.preset=cpu params.tracking.max_queries=64
 
+installed=$($BIN/l4p heads --json --registry "$WORK/registry.yaml")
 for head in motion pose normals; do
-  if ! $BIN/l4p heads --json --registry "$WORK/registry.yaml" | grep -q "\"head\": \"$head\""; then
+  if ! grep -q "\"head\": \"$head\"" <<<"$installed"; then
     echo "skipping $head: its plugin is not installed"; continue
   fi
   extra=()
@@ -42,6 +46,10 @@ for head in motion pose normals; do
   $BIN/l4p-train-head --plugin "$head" --registry "$WORK/registry.yaml" "${common[@]}" \
     steps="$STAGE2" lr=1e-3 warmup_steps=30 "${extra[@]}"
 done
+
+# Flow needs more steps than the joint stage gives it: continue its head alone on the frozen encoder.
+$BIN/l4p-train-head --plugin flow --registry "$WORK/registry.yaml" "${common[@]}" \
+  init_from_registry=true steps=$((2 * STAGE2)) lr=5e-4 warmup_steps=30
 
 rm -rf weights && mkdir -p weights
 cp "$WORK"/weights/*.safetensors weights/

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -233,6 +234,9 @@ def run_cli(func: Callable[[], int]) -> int:
     except KeyboardInterrupt:
         print("l4p: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # e.g. `l4p heads --json | head`: the reader went away
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the flush at exit
+        return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
