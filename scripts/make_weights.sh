@@ -41,10 +41,12 @@ for head in motion pose normals; do
   if ! grep -q "\"head\": \"$head\"" <<<"$installed"; then
     echo "skipping $head: its plugin is not installed"; continue
   fi
-  extra=()
-  [ "$head" != pose ] && extra+=(params.$head.preset=cpu)
+  extra=(steps="$STAGE2")
+  [ "$head" != pose ] && extra+=(params.$head.preset=cpu)  # pose: the small preset solved poses better
+  # moving pixels are rare: weight them, and give the head twice the steps
+  [ "$head" = motion ] && extra+=(params.motion.pos_weight=4 steps=$((2 * STAGE2)))
   $BIN/l4p-train-head --plugin "$head" --registry "$WORK/registry.yaml" "${common[@]}" \
-    steps="$STAGE2" lr=1e-3 warmup_steps=30 "${extra[@]}"
+    lr=1e-3 warmup_steps=30 "${extra[@]}"
 done
 
 # Flow needs more steps than the joint stage gives it: continue its head alone on the frozen encoder.

@@ -34,7 +34,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from l4p_framework import OutputSpec, OverwriteStitcher
-from l4p_framework.blocks import DPT3D, DPT3DConfig, dpt3d_hook_layers, dpt3d_official_rays, dpt3d_small
+from l4p_framework.blocks import (
+    DPT3D,
+    DPT3DConfig,
+    dpt3d_cpu,
+    dpt3d_hook_layers,
+    dpt3d_official_rays,
+    dpt3d_small,
+)
 from l4p_framework.blocks.dense_head import official_to_dense_head
 from l4p_framework.blocks.keymaps import strip_prefix
 from l4p_framework.errors import ConfigError, InputError
@@ -63,7 +70,7 @@ OFFICIAL_PREFIX = f"l4p_model.task_heads.{OFFICIAL_MODULE}."
 class PoseConfig(BaseModel):
     """Camera head options.
 
-    preset: decoder widths, "small" (32/64/128/128, fusion 64, head 32: tiny and CPU encoders) or
+    preset: decoder widths, "small" (32/64/128/128, fusion 64, head 32: tiny encoders), "cpu" (16/32/64/64, 32, 8) or
         "official" (`dpt3d_official_rays`: 256/512/1024/1024, 256, 128; the L4P `camray` head).
     layers: the four hooked encoder blocks (1-based block outputs); None picks them for the encoder's
         depth with `dpt3d_hook_layers` (14/21/28/36 on the 40-block official encoder).
@@ -82,7 +89,7 @@ class PoseConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    preset: Literal["small", "official"] = "small"
+    preset: Literal["small", "cpu", "official"] = "small"
     layers: tuple[int, int, int, int] | None = None
     intrinsics_mode: Literal["fixed", "per_frame"] = "fixed"
     use_batch_intrinsics: bool = True
@@ -100,7 +107,13 @@ class PoseConfig(BaseModel):
         layers = self.hook_layers(info)
         if self.preset == "official":
             return dpt3d_official_rays(layers)
-        return dpt3d_small(layers=layers, rays=True)
+        small = dpt3d_small(layers=layers, rays=True)
+        if self.preset == "cpu":  # the widths of the dense heads' cpu preset, ray-variant factors
+            widths = dpt3d_cpu(6, layers)
+            return small.model_copy(
+                update={k: getattr(widths, k) for k in ("layer_dims", "feature_dim", "last_dim")}
+            )
+        return small
 
 
 # -- solving ---------------------------------------------------------------------------------------------
