@@ -137,6 +137,24 @@ def assert_head_contract(
     return out
 
 
+def fit_fixed_batch(model: L4P, name: str, batch: dict, steps: int = 20, lr: float = 2e-3) -> list[float]:
+    """Train head `name` of `model` with AdamW on one fixed batch; returns the loss of every step.
+
+    Plugin tests assert that the last loss is clearly below the first (the head can learn).
+    """
+    spec, config, head = model.specs[name], model.configs[name], model.heads[name]
+    features = model.encode(batch["video"])
+    optimizer = torch.optim.AdamW(head.parameters(), lr=lr)
+    losses = []
+    for _ in range(steps):
+        loss = spec.loss(model.run_heads(features, batch, [name])[name], batch, config)["loss"]
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return losses
+
+
 @pytest.fixture
 def l4p_host() -> PluginHost:
     """A fresh, empty plugin host (register plugins in memory with host.register)."""

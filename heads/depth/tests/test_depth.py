@@ -13,7 +13,7 @@ from l4p_head_depth import plugin as depth_plugin
 from l4p_framework import L4P, ConfigError, InputError, L4PError, load_head, save_head
 from l4p_framework.blocks.dense_head import dense_head_to_official, official_dense_head_shapes
 from l4p_framework.encoder import VideoEncoder, get_preset
-from l4p_framework.testing import assert_head_contract, fresh_host, tiny_batch, tiny_encoder
+from l4p_framework.testing import assert_head_contract, fit_fixed_batch, fresh_host, tiny_batch, tiny_encoder
 
 torch.set_num_threads(1)
 FAST = {"layer_dims": (8, 8, 16, 16), "feature_dim": 8, "last_dim": 8}
@@ -67,17 +67,7 @@ def test_shapes_clip_short_and_windowed(encoder):
 
 
 def test_loss_decreases_on_a_fixed_batch(encoder, batch):
-    model = model_with(encoder, FAST)
-    spec, config, head = model.specs["depth"], model.configs["depth"], model.heads["depth"]
-    features = model.encode(batch["video"])
-    opt = torch.optim.AdamW(head.parameters(), lr=2e-3)
-    losses = []
-    for _ in range(20):
-        loss = spec.loss(model.run_heads(features, batch)["depth"], batch, config)["loss"]
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses = fit_fixed_batch(model_with(encoder, FAST), "depth", batch)
     assert all(math.isfinite(x) for x in losses)
     assert losses[-1] < 0.7 * losses[0], losses
 

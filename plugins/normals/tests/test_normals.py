@@ -19,7 +19,7 @@ from l4p_head_normals import plugin as normals_plugin
 
 from l4p_framework import L4P, ConfigError, InputError, load_head, save_head
 from l4p_framework.metrics import normal_metrics
-from l4p_framework.testing import assert_head_contract, fresh_host, tiny_batch, tiny_encoder
+from l4p_framework.testing import assert_head_contract, fit_fixed_batch, fresh_host, tiny_batch, tiny_encoder
 from l4p_framework.viz import normals_to_color
 
 torch.set_num_threads(1)
@@ -172,17 +172,7 @@ def test_loss_weights_and_no_valid_pixels(batch):
 
 
 def test_loss_decreases_on_a_fixed_batch(encoder, batch):
-    model = model_with(encoder, FAST)
-    spec, config, head = model.specs["normals"], model.configs["normals"], model.heads["normals"]
-    features = model.encode(batch["video"])
-    opt = torch.optim.AdamW(head.parameters(), lr=3e-3)
-    losses = []
-    for _ in range(20):
-        loss = spec.loss(model.run_heads(features, batch)["normals"], batch, config)["loss"]
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses = fit_fixed_batch(model_with(encoder, FAST), "normals", batch, lr=3e-3)
     assert all(math.isfinite(x) for x in losses)
     assert losses[-1] < 0.7 * losses[0], losses
 
