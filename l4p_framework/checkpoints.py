@@ -32,6 +32,23 @@ def build_head(spec: HeadSpec, info: EncoderInfo, config: BaseModel, seed: int =
         return spec.build(info, config)
 
 
+STORAGE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+"""Dtypes a weights file may store its floating tensors in."""
+
+
+@torch.no_grad()
+def round_weights(module: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
+    """Round every floating parameter and buffer of `module` to `dtype`'s precision, in place.
+
+    The tensors keep their own dtype; afterwards, storing them as `dtype` and loading them back
+    is exact, so a file written in `dtype` holds exactly the weights that were evaluated.
+    """
+    for tensor in module.state_dict(keep_vars=True).values():
+        if tensor.is_floating_point():
+            tensor.data.copy_(tensor.data.to(dtype))
+    return module
+
+
 def save_head(
     path: str | os.PathLike,
     module: torch.nn.Module,
@@ -39,8 +56,13 @@ def save_head(
     config: BaseModel,
     encoder: EncoderInfo,
     training: dict[str, Any] | None = None,
+    dtype: torch.dtype = torch.float32,
 ) -> str:
-    """Write a head's weights + metadata atomically; returns the file's sha256."""
+    """Write a head's weights + metadata atomically; returns the file's sha256.
+
+    Floating tensors are stored as `dtype` (float32, or float16 / bfloat16 for half-size files);
+    loading casts them back into the module's float32 parameters.
+    """
     metadata = {
         "format": HEAD_FORMAT,
         "head": spec.name,
@@ -53,7 +75,7 @@ def save_head(
         "config": config.model_dump_json(),
         "training": json.dumps(training or {}, sort_keys=True, default=str),
     }
-    state = {k: v.float() if v.is_floating_point() else v for k, v in module.state_dict().items()}
+    state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in module.state_dict().items()}
     path = write_safetensors(path, state, metadata)
     return sha256_file(path)
 

@@ -110,9 +110,19 @@ def load_encoder(
     return encoder.to(device=device, dtype=resolve_precision(precision, device))
 
 
-def save_encoder(encoder: VideoEncoder, path: str | os.PathLike) -> Path:
-    """Write the encoder's weights, config and fingerprint to a safetensors file (atomically)."""
-    state = {k: v.float() for k, v in encoder.state_dict().items()}
+def save_encoder(encoder: VideoEncoder, path: str | os.PathLike, dtype: torch.dtype = torch.float32) -> Path:
+    """Write the encoder's weights, config and fingerprint to a safetensors file (atomically).
+
+    Weights are stored as `dtype`; they must already be rounded to it (`round_weights`), so that
+    the recorded fingerprint is that of the weights as loaded back.
+    """
+    state = {k: v.to(dtype) for k, v in encoder.state_dict().items()}
+    inexact = [k for k, v in encoder.state_dict().items() if not torch.equal(state[k].to(v.dtype), v)]
+    if inexact:
+        raise ValueError(
+            f"save_encoder(dtype={dtype}): {len(inexact)} tensors (first: {inexact[:3]}) are not "
+            "representable in that dtype; round the encoder first (l4p_framework.checkpoints.round_weights)"
+        )
     metadata = {
         "format": ENCODER_FORMAT,
         "config": encoder.config.model_dump(mode="json"),

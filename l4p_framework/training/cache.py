@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from ..checkpoints import STORAGE_DTYPES
 from ..errors import L4PError
 from ..features import TokenFeatures
 from ..io import atomic_write_text
@@ -34,7 +35,7 @@ from ..specs import Layer
 from .distributed import DistContext
 
 CACHE_FORMAT = "l4p-feature-cache/1"
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPES = STORAGE_DTYPES
 DTYPE_TOLERANCE = {"float32": 0.0, "bfloat16": 2.0**-8, "float16": 2.0**-11}
 """Largest relative error |cached - live| / |live| of one element for each storage dtype."""
 

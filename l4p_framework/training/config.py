@@ -142,6 +142,9 @@ class TrainConfig(BaseModel):
     """Default folder of the output weights (default: <registry folder>/weights)."""
     encoder_weights: str | None = None
     """Output file of a trained encoder (default <weights_dir>/encoder-<fingerprint[:12]>.safetensors)."""
+    save_dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+    """Dtype of the written weights files. float16 halves them: the trained modules are rounded to
+    it before the final evaluation, so the recorded metrics are those of the files."""
     update_registry: bool = True
     """Write/update the registry entries of the trained heads (and encoder)."""
 

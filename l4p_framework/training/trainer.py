@@ -32,7 +32,7 @@ import torch
 from pydantic import BaseModel
 from torch import nn
 
-from ..checkpoints import head_seed, load_head, save_head
+from ..checkpoints import STORAGE_DTYPES, head_seed, load_head, round_weights, save_head
 from ..compose import L4P, encoder_from_registry
 from ..config import validate
 from ..errors import ConfigError, L4PError, RegistryError
@@ -589,6 +589,9 @@ class Trainer:
                 self.save_checkpoint(done)
             if c.debug_kill_after_step == done:
                 os.kill(os.getpid(), signal.SIGKILL)
+        if c.save_dtype != "float32":  # evaluate exactly the weights the files will hold
+            for module in [*self.model.heads.values(), *([self.encoder] if self.train_encoder else [])]:
+                round_weights(module, STORAGE_DTYPES[c.save_dtype])
         metrics = self.evaluate()
         if metrics:
             self._log({"step": c.steps, "eval": metrics, "final": True})
@@ -679,7 +682,7 @@ class Trainer:
                     else weights_dir / f"encoder-{fp[:12]}.safetensors"
                 )
                 tmp = _staging(encoder_target)
-                save_encoder(self.encoder, tmp)
+                save_encoder(self.encoder, tmp, STORAGE_DTYPES[c.save_dtype])
                 staged.append((tmp, encoder_target))
                 shas["<encoder>"] = sha256_file(tmp)
             for n in self.names:
@@ -696,6 +699,7 @@ class Trainer:
                     "lr": c.lr,
                     "seed": c.seed,
                     "precision": c.precision,
+                    "save_dtype": c.save_dtype,
                     "trained_with": [m for m in self.names if m != n],
                     "encoder_trained": self.train_encoder,
                     "final_loss": terms.get(n, {}).get("loss"),
@@ -703,7 +707,13 @@ class Trainer:
                 }
                 tmp = _staging(targets[n])
                 shas[n] = save_head(
-                    tmp, self.model.heads[n], self.specs[n], self.head_configs[n], info, training
+                    tmp,
+                    self.model.heads[n],
+                    self.specs[n],
+                    self.head_configs[n],
+                    info,
+                    training,
+                    STORAGE_DTYPES[c.save_dtype],
                 )
                 staged.append((tmp, targets[n]))
             registry_path = None

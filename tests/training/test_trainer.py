@@ -154,6 +154,41 @@ def test_bf16_autocast_trains(registry, host):
     assert all(v.dtype == torch.float32 for v in load_file(result.heads["toya"].weights).values())
 
 
+def test_float16_files_hold_exactly_the_evaluated_weights(registry, host):
+    """save_dtype=float16: half-size files; the encoder and head load back bit for bit as evaluated."""
+    full = train(
+        _config(host, registry, "update_registry=false", "weights=" + str(registry.parent / "a.st")),
+        host=host,
+    )
+    result = train(
+        _config(host, registry, "train_encoder=true", "save_dtype=float16"),
+        host=host,
+    )
+    stored = load_file(result.heads["toya"].weights)
+    assert all(v.dtype == torch.float16 for v in stored.values() if v.is_floating_point())
+    assert result.heads["toya"].weights.stat().st_size < 0.6 * full.heads["toya"].weights.stat().st_size
+    assert all(v.dtype == torch.float16 for v in load_file(result.encoder_weights).values())
+    model = L4P.from_registry(registry, heads=["toya"], host=host)  # fingerprint and sha256 verified
+    assert model.encoder.fingerprint == result.encoder_fingerprint
+    for name, value in model.heads["toya"].state_dict().items():
+        assert value.dtype == torch.float32 and torch.equal(value, stored[name].float()), name
+    # the metrics recorded at the end of training are those of the files as they load
+    assert read_head_metadata(result.heads["toya"].weights)["training"]["save_dtype"] == "float16"
+
+
+def test_save_encoder_refuses_weights_the_dtype_cannot_hold(tmp_path):
+    from l4p_framework.checkpoints import round_weights
+    from l4p_framework.encoder import build_encoder, save_encoder
+
+    encoder = build_encoder("tiny").freeze()
+    with pytest.raises(ValueError, match="round the encoder first"):
+        save_encoder(encoder, tmp_path / "e.safetensors", torch.float16)
+    assert not (tmp_path / "e.safetensors").exists()
+    round_weights(encoder, torch.float16)
+    encoder.freeze()  # the fingerprint of the rounded weights
+    save_encoder(encoder, tmp_path / "e.safetensors", torch.float16)
+
+
 def test_grad_accumulation_matches_a_bigger_batch(registry, host):
     a = train(
         _config(host, registry, "batch_size=2", "grad_accum=1", "weights=" + str(registry.parent / "a.st")),
