@@ -56,10 +56,12 @@ for head in motion pose normals; do
 done
 
 # Flow needs more steps than the joint stage gives it: continue its head alone on the frozen encoder.
-# (Tracking is not continued: 300 more steps on the previous encoder moved val AJ only from 0.076
-# to 0.079, at 1.8 s a step.)
 $BIN/l4p-train-head --plugin flow --registry "$WORK/registry.yaml" "${common[@]}" \
   init_from_registry=true steps=$((2 * STAGE2)) lr=5e-4 warmup_steps=30
+# Tracking: switch to tracks anchored at their query (the head's anchor_to_query option) and
+# fine-tune for that read-out on the frozen encoder.
+$BIN/l4p-train-head --plugin tracking --registry "$WORK/registry.yaml" "${common[@]}" \
+  init_from_registry=true params.tracking.anchor_to_query=true steps="$STAGE2" lr=5e-4 warmup_steps=20
 
 rm -rf weights && mkdir -p weights
 cp "$WORK"/weights/*.safetensors weights/

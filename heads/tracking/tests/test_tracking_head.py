@@ -300,3 +300,28 @@ def test_spatial_mean_of_upsampled_maps_is_exact():
 def test_config_is_strict():
     with pytest.raises(ValueError):
         TrackingConfig(max_querys=3)
+
+
+def test_anchored_tracks_pass_through_their_queries(make_model, run, clip20):
+    """anchor_to_query: the absolute read-out shifted per point so that the query frame is exact."""
+    queries = clip20["queries"].clone()
+    queries[0, :4, 0] = torch.tensor([0.0, 5.0, 9.0, 14.0])  # windows of 8 every 4: later windows too
+    absolute = run(make_model(), clip20["video"], queries)
+    anchored = run(make_model(anchor_to_query=True), clip20["video"], queries)
+    frame = queries[0, :, 0].round().long()
+    at_query = anchored["tracks"][0, torch.arange(queries.shape[1]), frame]
+    torch.testing.assert_close(at_query, queries[0, :, 1:], atol=1e-4, rtol=0)
+    assert not torch.allclose(absolute["tracks"][0, torch.arange(queries.shape[1]), frame], queries[0, :, 1:])
+    # one window (an 8-frame clip): the anchored track is the absolute one shifted by one offset
+    with torch.no_grad():
+        short = clip20["video"][:, :, :8]
+        q8 = queries[:, :2].clone()  # query frames 0 and 5
+        one = make_model()(short, queries=q8)["tracking"]
+        one_anchored = make_model(anchor_to_query=True)(short, queries=q8)["tracking"]
+    a, b = one["tracks"][0], one_anchored["tracks"][0]
+    for i, f in enumerate((0, 5)):  # the same shift at every tracked frame of a point
+        shift = b[i, f:] - a[i, f:]
+        torch.testing.assert_close(shift, shift[:1].expand_as(shift), atol=1e-4, rtol=0)
+        assert float(shift.abs().max()) > 1e-3
+    for name in ("visibility", "track_depth"):  # in one window only positions change
+        torch.testing.assert_close(one_anchored[name], one[name])

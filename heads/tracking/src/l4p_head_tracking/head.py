@@ -74,6 +74,10 @@ class TrackingConfig(BaseModel):
     default_grid: with no queries in the batch, track a default_grid x default_grid grid of points
     on frame 0 (0: queries are required).
     detach_memory: cut gradients through the carried track feature and history tokens.
+    anchor_to_query: decode each track relative to the query: the heatmap position at the query's
+    frame is moved onto the query point and every frame is shifted by the same offset, so a track
+    passes exactly through its query and the frame-independent part of the heatmap's localisation
+    error cancels (False: the official absolute soft-argmax read-out).
     Loss: position (Huber with `huber_delta` or L1, in pixels of a 256 x 256 frame), visibility
     (BCE on logits), depth (scale-invariant log loss); each with its weight.
     """
@@ -91,6 +95,7 @@ class TrackingConfig(BaseModel):
     heatmap_resolution: Literal["input", "map"] = "input"
     default_grid: int = Field(16, ge=0)
     detach_memory: bool = False
+    anchor_to_query: bool = False
     position_loss: Literal["huber", "l1"] = "huber"
     huber_delta: float = Field(1.0, gt=0)
     position_weight: float = Field(0.05, ge=0)
@@ -203,6 +208,18 @@ def upsampled_spatial_mean(maps: torch.Tensor, size: tuple[int, int]) -> torch.T
     return torch.einsum("...hw,h,w->...", x, wh, ww)
 
 
+def anchor_tracks(tracks: torch.Tensor, queries: torch.Tensor, start: int) -> torch.Tensor:
+    """Shift each track so that it passes through its query point at the query's frame.
+
+    tracks: (B, n, T, 2) pixels for the window starting at global frame `start`; queries: (B, n, 3)
+    (t, x, y) in global frames / pixels. The query frame is round(t) (half to even) - start,
+    clamped to the window (queries outside it give unused outputs). Returns (B, n, T, 2).
+    """
+    frame = (torch.round(queries[..., 0]) - start).long().clamp(0, tracks.shape[2] - 1)
+    at_query = torch.gather(tracks, 2, frame[:, :, None, None].expand(-1, -1, 1, 2))
+    return tracks + (queries[..., None, 1:].to(tracks.dtype) - at_query)
+
+
 def _resample_time(x: torch.Tensor, frames: int, time_dim: int = 2) -> torch.Tensor:
     """Linear (align_corners=False) resampling of dim `time_dim` to `frames` (no-op if equal)."""
     if x.shape[time_dim] == frames:
@@ -302,7 +319,10 @@ class TrackingHead(TrackingDecoder):
         t_window = queries[..., :1] - start + 0.5
         q = torch.cat([t_window, queries[..., 1:]], dim=-1).to(tokens.dtype)
         out = self.decode_window(tokens, q, labels, features, feature_labels, history)
-        return out, self.read_out(out)
+        read = self.read_out(out)
+        if self.config.anchor_to_query:
+            read["tracks"] = anchor_tracks(read["tracks"], queries, start)
+        return out, read
 
     @staticmethod
     def _merge(
