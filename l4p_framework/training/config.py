@@ -254,7 +254,7 @@ def _merge(base: dict, extra: dict) -> dict:
 
 
 def _head_params(names: list[str], registry: str, given: dict, host) -> dict[str, dict]:
-    """params of every head: registry entry (or config-model defaults) under the given ones."""
+    """params of every head: config-model defaults, then its registry entry, then the given ones."""
     from ..registry import load_registry
 
     reg_path = Path(registry)
@@ -271,7 +271,9 @@ def _head_params(names: list[str], registry: str, given: dict, host) -> dict[str
     for name in names:
         spec = host.get_head(name)
         entry = reg.registry.heads.get(name) if reg else None
-        base = dict(entry.params) if entry else spec.config_model().model_dump(mode="json")
+        # the config model's defaults under the registered params: fields added to a head's config
+        # after its entry was written can be overridden like any other
+        base = spec.config_model().model_dump(mode="json") | (dict(entry.params) if entry else {})
         params[name] = _merge(base, given.get(name) or {})
     return params
 

@@ -48,6 +48,15 @@ def test_head_file_metadata_and_registry_entry(registry, host):
     assert _config(host, registry).params["toya"] == {"layer": 2, "hidden": 8}
 
 
+def test_config_fields_missing_from_an_older_registry_entry_can_be_overridden(registry, host):
+    train(_config(host, registry, "params.toya.hidden=8"), host=host)
+    text = registry.read_text()
+    registry.write_text(text.replace("      hidden: 8\n", ""))  # an entry written before `hidden` existed
+    assert "hidden" not in load_registry(registry).registry.heads["toya"].params
+    assert _config(host, registry).params["toya"] == {"layer": 2, "hidden": 16}  # the default
+    assert _config(host, registry, "params.toya.hidden=4").params["toya"]["hidden"] == 4
+
+
 def _snapshot(registry):
     weights = registry.parent / "weights/toya.safetensors"
     return registry.read_bytes(), weights.read_bytes(), sorted(p.name for p in registry.parent.rglob("*"))
