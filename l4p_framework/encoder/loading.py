@@ -14,7 +14,7 @@ from torch import nn
 from ..errors import WeightsError
 from ..safetensors_io import read_safetensors, strict_load, write_safetensors
 from .config import IMAGENET_MEAN, IMAGENET_STD, PRESETS, EncoderConfig
-from .vit import VideoEncoder
+from .vit import VideoEncoder, weights_fingerprint
 
 Precision = Literal["auto", "bf16", "fp32"]
 ENCODER_FORMAT = "l4p-encoder/1"
@@ -113,15 +113,17 @@ def load_encoder(
 def save_encoder(encoder: VideoEncoder, path: str | os.PathLike, dtype: torch.dtype = torch.float32) -> Path:
     """Write the encoder's weights, config and fingerprint to a safetensors file (atomically).
 
-    Weights are stored as `dtype`; they must already be rounded to it (`round_weights`), so that
-    the recorded fingerprint is that of the weights as loaded back.
+    Weights are stored as `dtype`. The file must load back with the encoder's fingerprint, so an
+    encoder whose weights no longer hold it is refused: one cast to bfloat16 for inference (load
+    it with precision="fp32" to save it), or one not rounded to `dtype` first (`round_weights`).
     """
     state = {k: v.to(dtype) for k, v in encoder.state_dict().items()}
-    inexact = [k for k, v in encoder.state_dict().items() if not torch.equal(state[k].to(v.dtype), v)]
-    if inexact:
-        raise ValueError(
-            f"save_encoder(dtype={dtype}): {len(inexact)} tensors (first: {inexact[:3]}) are not "
-            "representable in that dtype; round the encoder first (l4p_framework.checkpoints.round_weights)"
+    if weights_fingerprint(state, encoder.config) != encoder.fingerprint:
+        raise WeightsError(
+            f"cannot save the encoder to {path} as {dtype}: the stored weights would not match its "
+            f"fingerprint {encoder.fingerprint[:12]}... (its weights are {encoder.patch_embed.proj.weight.dtype}); save an encoder "
+            "loaded with precision='fp32', and round it to the storage dtype first "
+            "(l4p_framework.checkpoints.round_weights, then freeze())"
         )
     metadata = {
         "format": ENCODER_FORMAT,

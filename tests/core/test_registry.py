@@ -10,14 +10,14 @@ from l4p_framework.cli.main import main
 from l4p_framework.errors import ConfigError, IncompatibleHeadError, PluginError, RegistryError, WeightsError
 from l4p_framework.io import sha256_file
 from l4p_framework.registry import load_registry
-from l4p_framework.testing import fresh_host
+from l4p_framework.testing import fresh_host, tiny_encoder
 
 
 @pytest.fixture
 def bundle(tmp_path):
     """A registry with a saved tiny encoder and one trained-looking toy head 'alpha'."""
     host = fresh_host(ToyPlugin(toy_spec("alpha")))
-    model = compose(["alpha"], host=host)
+    model = compose(["alpha"], host=host, encoder=tiny_encoder())  # float32: saved as is
     enc_path = save_encoder(model.encoder, tmp_path / "weights" / "encoder.safetensors")
     spec = host.get_head("alpha")
     sha = save_head(
@@ -34,6 +34,7 @@ def bundle(tmp_path):
             "weights": "weights/encoder.safetensors",
             "sha256": sha256_file(enc_path),
             "fingerprint": model.encoder.fingerprint,
+            "precision": "fp32",  # outputs are compared exactly (bf16 is the default where fast)
         },
         "heads": {
             "alpha": {

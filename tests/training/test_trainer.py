@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 from toy_heads import ToyPlugin, toy_spec
 from training_helpers import FAST
 
-from l4p_framework import L4P, ConfigError, L4PError, load_registry, read_head_metadata
+from l4p_framework import L4P, ConfigError, L4PError, WeightsError, load_registry, read_head_metadata
 from l4p_framework.cli.train import train_main
 from l4p_framework.io import sha256_file
 from l4p_framework.plugins import set_plugin_host
@@ -188,15 +188,18 @@ def test_float16_files_hold_exactly_the_evaluated_weights(registry, host):
 
 def test_save_encoder_refuses_weights_the_dtype_cannot_hold(tmp_path):
     from l4p_framework.checkpoints import round_weights
-    from l4p_framework.encoder import build_encoder, save_encoder
+    from l4p_framework.encoder import build_encoder, load_encoder, save_encoder
 
     encoder = build_encoder("tiny").freeze()
-    with pytest.raises(ValueError, match="round the encoder first"):
+    with pytest.raises(WeightsError, match="round it to the storage dtype first"):
         save_encoder(encoder, tmp_path / "e.safetensors", torch.float16)
     assert not (tmp_path / "e.safetensors").exists()
     round_weights(encoder, torch.float16)
     encoder.freeze()  # the fingerprint of the rounded weights
     save_encoder(encoder, tmp_path / "e.safetensors", torch.float16)
+    # an encoder cast to bf16 for inference no longer holds its float32 weights
+    with pytest.raises(WeightsError, match="precision='fp32'"):
+        save_encoder(load_encoder("tiny", precision="bf16"), tmp_path / "b.safetensors")
 
 
 def test_grad_accumulation_matches_a_bigger_batch(registry, host):
