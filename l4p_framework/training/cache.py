@@ -56,12 +56,25 @@ def _canonical_layers(layers: Sequence[Layer]) -> list[Layer]:
     return sorted(dict.fromkeys(layers), key=lambda x: (x == "final", x if x != "final" else 0))
 
 
+def encoder_precision(encoder) -> str:
+    """The dtype an encoder computes in ("float32", "bfloat16"): part of a cache's identity, since
+    the same weights give other features in another precision."""
+    return str(encoder.patch_embed.proj.weight.dtype).removeprefix("torch.")
+
+
 def cache_id(
-    fingerprint: str, data: str, options: dict, split: str, layers: Sequence[Layer], dtype: str
+    fingerprint: str,
+    data: str,
+    options: dict,
+    split: str,
+    layers: Sequence[Layer],
+    dtype: str,
+    precision: str = "float32",
 ) -> str:
     """The folder name of a cache: sha256 of its identity, 16 hex digits."""
     identity = {
         "fingerprint": fingerprint,
+        "precision": precision,
         "data": data,
         "options": options,
         "split": split,
@@ -116,7 +129,8 @@ def build_cache(
     if total <= 0:
         raise CacheError(f"nothing to cache: the dataset has {len(dataset)} clips, num_clips={num_clips}")
     fingerprint = encoder.fingerprint
-    ident = cache_id(fingerprint, data, options, split, layers, dtype)
+    precision = encoder_precision(encoder)
+    ident = cache_id(fingerprint, data, options, split, layers, dtype, precision)
     path = Path(out_dir) / ident
     if ctx.is_main:
         if (path / "index.json").exists():
@@ -191,6 +205,7 @@ def build_cache(
             "id": ident,
             "encoder_fingerprint": fingerprint,
             "encoder_preset": encoder.config.name,
+            "encoder_precision": precision,
             "data": data,
             "options": options,
             "split": split,
@@ -246,6 +261,11 @@ class FeatureCache:
         return self.index["encoder_fingerprint"]
 
     @property
+    def precision(self) -> str:
+        """The dtype the encoder computed the features in (caches from before this field: float32)."""
+        return self.index.get("encoder_precision", "float32")
+
+    @property
     def layers(self) -> list[Layer]:
         return [_parse_layer(x) for x in self.index["layers"]]
 
@@ -285,6 +305,7 @@ class FeatureCache:
             "dtype",
             "encoder_preset",
             "encoder_fingerprint",
+            "encoder_precision",
         )
         return {
             **{k: self.index.get(k) for k in keys},
@@ -396,14 +417,18 @@ def find_cache(
     layers: Sequence[Layer],
     num_clips: int,
     dtype: str | None = None,
+    precision: str | None = None,
 ) -> tuple[FeatureCache | None, list[FeatureCache]]:
     """(a matching cache or None, caches of the same data/layers built for another encoder).
 
-    Among several matches, one of storage `dtype` is preferred, then the one with fewest layers.
+    With `precision` given, only caches computed in that encoder precision match. Among several
+    matches, one of storage `dtype` is preferred, then the one with fewest layers.
     """
     matches, stale = [], []
     for cache in list_caches(root):
         if not cache.matches(data, options, split, layers, num_clips):
+            continue
+        if precision is not None and cache.precision != precision:
             continue
         (matches if cache.fingerprint == fingerprint else stale).append(cache)
     matches.sort(key=lambda c: (dtype is not None and c.dtype != dtype, len(c.layers)))

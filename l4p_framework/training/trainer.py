@@ -41,7 +41,7 @@ from ..io import sha256_file
 from ..plugins import PluginHost, get_plugin_host
 from ..registry import HeadEntry, RegistryFile, load_registry
 from ..specs import HeadSpec, Layer
-from .cache import CacheError, FeatureCache, collate_cached, find_cache
+from .cache import CacheError, FeatureCache, collate_cached, encoder_precision, find_cache
 from .config import RUN_CONTROL_KEYS, TrainConfig, resolve_head_names
 from .data import StepBatchSampler, build_dataset, check_split, check_targets, resolve_data_options
 from .distributed import DistContext, broadcast_object, distributed_session, wrap_ddp
@@ -279,6 +279,7 @@ class Trainer:
             layers=self.all_layers,
             num_clips=clips,
             dtype=self.reg.registry.cache.dtype,
+            precision=encoder_precision(self.encoder),
         )
         if match is None and stale:
             message = (
@@ -293,7 +294,7 @@ class Trainer:
             raise CacheError(
                 f"cache=require but no feature cache in {self.cache_root} holds {clips} clips of "
                 f"{c.data.name}/{split} with options {self.data_options} and layers {self.all_layers} for encoder "
-                f"{self.encoder.fingerprint[:16]}...; build it: l4p cache build --registry {c.registry} "
+                f"{self.encoder.fingerprint[:16]}... computing in {encoder_precision(self.encoder)}; build it: l4p cache build --registry {c.registry} "
                 f"--data {c.data.name}{_options_spec(c.data.options)} --split {split} --num-clips {clips} "
                 f"--heads {','.join(self.names)}"
             )

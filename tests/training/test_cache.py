@@ -209,3 +209,20 @@ def test_parse_data_spec():
         "synth4d",
         {"num_frames": 16, "height": 128, "fov_range_deg": [40, 60]},
     )
+
+
+def test_a_cache_computed_in_another_precision_is_not_used(registry, host):
+    """Same weights, other compute dtype, other features: a float32 cache never feeds a bf16 run."""
+    from l4p_framework.data.synth4d import Synth4D
+    from l4p_framework.registry import load_registry
+
+    reg = load_registry(registry)
+    for split, n in (("train", 8), ("val", 2)):
+        build_cache(tiny_encoder(), Synth4D(split, **OPTIONS), [2], reg.root / "cache", split, n,
+                    data="synth4d", options=OPTIONS, batch_size=4)  # fmt: skip
+    assert [c.precision for c in list_caches(reg.root / "cache")] == ["float32", "float32"]
+    registry.write_text(registry.read_text().replace("precision: fp32", "precision: bf16"))
+    with pytest.raises(CacheError, match="computing in bfloat16"):
+        _run(host, registry, "cache=require", "update_registry=false")
+    live = _run(host, registry, "update_registry=false")  # cache=auto: computes the features live
+    assert live.used_cache is None
