@@ -121,7 +121,7 @@ def save_encoder(encoder: VideoEncoder, path: str | os.PathLike, dtype: torch.dt
     if weights_fingerprint(state, encoder.config) != encoder.fingerprint:
         raise WeightsError(
             f"cannot save the encoder to {path} as {dtype}: the stored weights would not match its "
-            f"fingerprint {encoder.fingerprint[:12]}... (its weights are {encoder.patch_embed.proj.weight.dtype}); save an encoder "
+            f"fingerprint {encoder.fingerprint[:12]}... (its weights are {encoder.dtype}); save an encoder "
             "loaded with precision='fp32', and round it to the storage dtype first "
             "(l4p_framework.checkpoints.round_weights, then freeze())"
         )

@@ -137,6 +137,11 @@ class VideoEncoder(nn.Module):
         return super().train(mode and not self._frozen)
 
     @property
+    def dtype(self) -> torch.dtype:
+        """The dtype the encoder computes in (its weights' dtype: float32, or bfloat16 for inference)."""
+        return self.patch_embed.proj.weight.dtype
+
+    @property
     def fingerprint(self) -> str:
         """sha256 over the architecture and every weight (float32 bytes, sorted key order)."""
         if self._fingerprint is None:
@@ -216,7 +221,7 @@ class VideoEncoder(nn.Module):
         return needed
 
     def _run(self, video: torch.Tensor, layers: list[Layer], blocks_needed: int) -> dict:
-        dtype = self.patch_embed.proj.weight.dtype
+        dtype = self.dtype
         mean = video.new_tensor(self.config.mean, dtype=torch.float32).view(1, 3, 1, 1, 1)
         std = video.new_tensor(self.config.std, dtype=torch.float32).view(1, 3, 1, 1, 1)
         x = ((video.float() - mean) / std).to(dtype)

@@ -59,7 +59,7 @@ def _canonical_layers(layers: Sequence[Layer]) -> list[Layer]:
 def encoder_precision(encoder) -> str:
     """The dtype an encoder computes in ("float32", "bfloat16"): part of a cache's identity, since
     the same weights give other features in another precision."""
-    return str(encoder.patch_embed.proj.weight.dtype).removeprefix("torch.")
+    return str(encoder.dtype).removeprefix("torch.")
 
 
 def cache_id(

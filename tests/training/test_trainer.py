@@ -178,7 +178,7 @@ def test_float16_files_hold_exactly_the_evaluated_weights(registry, host):
     # fingerprint and sha256 verified on load; float32 compute so that weights compare exactly
     model = L4P.from_registry(registry, heads=["toya"], host=host, overrides=["encoder.precision=fp32"])
     assert model.encoder.fingerprint == result.encoder_fingerprint
-    evaluated = {**trainer.model.heads["toya"].state_dict()}
+    evaluated = trainer.model.heads["toya"].state_dict()
     for name, value in model.heads["toya"].state_dict().items():
         assert value.dtype == torch.float32 and torch.equal(value, evaluated[name]), name
     for name, value in model.encoder.state_dict().items():
