@@ -173,3 +173,43 @@ def test_wrong_target_shapes_raise_clear_errors(batch):
         spec.metrics(pred, {**batch, "flow_valid": batch["flow_valid"][:, :, :4]})
     with pytest.raises(InputError, match=r"outputs\['flow'\] must be \(B, 2, T, H, W\)"):
         spec.loss({"flow": batch["flow"][:, :1]}, batch, config)
+
+
+# -- frame matching (matching="lucas-kanade") ---------------------------------------------------------
+LK = {**FAST, "matching": "lucas-kanade"}
+
+
+def test_untrained_refiner_returns_lucas_kanade_plus_token_flow(encoder, batch):
+    """The refiner's last layer starts at zero: output = LK flow of the frames + the DPT's flow."""
+    from l4p_framework.blocks.matching import lucas_kanade_flow
+
+    matched, plain = model_with(encoder, LK), model_with(encoder, FAST)
+    plain.heads["flow"].load_state_dict(matched.heads["flow"].state_dict(), strict=False)
+    with torch.no_grad():
+        out = matched(batch["video"])["flow"]["flow"]
+        token = plain(batch["video"])["flow"]["flow"]
+    initial, _ = lucas_kanade_flow(batch["video"])
+    torch.testing.assert_close(out, initial + token, atol=1e-5, rtol=0)
+    assert float(initial[:, :, 1:].abs().mean()) > 0.05  # the frames do move
+
+
+def test_matching_head_learns_and_keeps_the_official_keys_separate(encoder, batch):
+    model = model_with(encoder, LK)
+    keys = model.heads["flow"].state_dict().keys()
+    assert any(k.startswith("refiner.") for k in keys) and any(k.startswith("dpt.") for k in keys)
+    losses = fit_fixed_batch(model, "flow", batch, steps=15)
+    assert losses[-1] < 0.8 * losses[0], losses
+
+
+def test_matching_head_without_frames_says_what_it_needs(encoder, batch):
+    head = model_with(encoder, LK).heads["flow"]
+    features = encoder(batch["video"], list(head.layers))
+    with pytest.raises(InputError, match=r"batch\['video'\].*matching to 'none'"):
+        head(features, {})
+
+
+def test_matching_config_is_validated():
+    with pytest.raises(ValueError, match="odd"):
+        FlowConfig(matching="lucas-kanade", lk={"window": 4})
+    with pytest.raises(ValueError):
+        FlowConfig(matching="block")

@@ -9,9 +9,10 @@ window's value.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import torch
+from pydantic import Field
 
 from l4p_framework import OutputSpec, OverwriteStitcher
 from l4p_framework.blocks.dense_head import (
@@ -22,6 +23,7 @@ from l4p_framework.blocks.dense_head import (
     dense_target,
     official_to_dense_head,
 )
+from l4p_framework.blocks.matching import LucasKanadeConfig, lucas_kanade_flow, window_video
 from l4p_framework.errors import InputError
 from l4p_framework.features import TokenFeatures
 from l4p_framework.metrics import flow_metrics
@@ -29,6 +31,7 @@ from l4p_framework.specs import EncoderInfo, HeadSpec
 from l4p_framework.viz import flow_to_color
 
 from . import __version__
+from .refiner import FlowRefiner
 
 NAME = "flow"
 OFFICIAL_MODULE = "flow_2d_backward"
@@ -36,19 +39,38 @@ OFFICIAL_MODULE = "flow_2d_backward"
 
 
 class FlowConfig(DenseHeadConfig):
-    """Flow head options (decoder architecture: see `DenseHeadConfig`)."""
+    """Flow head options (decoder architecture: see `DenseHeadConfig`).
+
+    matching: "none" decodes flow from the tokens alone (the official L4P head); "lucas-kanade" adds
+        a pyramidal Lucas-Kanade estimate computed from the window's frames (`batch["video"]`) and a
+        learned per-frame refiner: flow = LK + token flow + refiner correction (see `refiner.py`).
+    lk: the Lucas-Kanade options (`LucasKanadeConfig`: levels, window, iterations, damping).
+    refiner_width: channels of the refiner CNN.
+    """
+
+    matching: Literal["none", "lucas-kanade"] = "none"
+    lk: LucasKanadeConfig = LucasKanadeConfig()
+    refiner_width: int = Field(32, ge=4)
 
 
 class FlowHead(DenseHead):
-    """DPT dense head -> {"flow": (B, 2, T, H, W) backward flow t -> t-1 in pixels} for one window."""
+    """DPT dense head (+ optional frame matching) -> {"flow": (B, 2, T, H, W) backward flow t -> t-1
+    in pixels} for one window."""
 
     def __init__(self, info: EncoderInfo, config: FlowConfig) -> None:
         super().__init__(info, config, out_channels=2)
+        self.config = config
+        self.refiner = FlowRefiner(config.refiner_width) if config.matching != "none" else None
 
     def forward(
         self, features: TokenFeatures, batch: dict[str, Any] | None = None
     ) -> dict[str, torch.Tensor]:
-        return {"flow": super().forward(features, batch)}
+        token_flow = super().forward(features, batch)
+        if self.refiner is None:
+            return {"flow": token_flow}
+        video = window_video(batch, (token_flow.shape[0], 3, *token_flow.shape[2:]), NAME)
+        initial, confidence = lucas_kanade_flow(video, **self.config.lk.model_dump())
+        return {"flow": self.refiner(video, initial, confidence, token_flow)}
 
 
 def flow_valid(batch: dict[str, Any], gt: torch.Tensor) -> torch.Tensor:

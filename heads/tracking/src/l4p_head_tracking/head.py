@@ -41,6 +41,7 @@ from einops import rearrange
 from pydantic import BaseModel, ConfigDict, Field
 
 from l4p_framework.blocks import TrackingDecoder, TrackingWindowOutput, soft_argmax_2d, spatial_mean
+from l4p_framework.blocks.matching import LucasKanadeConfig, chain_tracks, forward_backward_flow, window_video
 from l4p_framework.errors import ConfigError, IncompatibleHeadError, InputError
 from l4p_framework.features import TokenFeatures
 from l4p_framework.specs import EncoderInfo
@@ -78,6 +79,11 @@ class TrackingConfig(BaseModel):
     frame is moved onto the query point and every frame is shifted by the same offset, so a track
     passes exactly through its query and the frame-independent part of the heatmap's localisation
     error cancels (False: the official absolute soft-argmax read-out).
+    matching: "none" (official): positions from the heatmaps; "lucas-kanade": positions by chaining
+    pyramidal Lucas-Kanade flow of the window's frames (`batch["video"]`) from each (re-anchored)
+    query, forwards and backwards (`l4p_framework.blocks.matching`); visibility and depth still
+    come from the decoder, and the memory carries the chained positions to the next window.
+    lk: the Lucas-Kanade options.
     Loss: position (Huber with `huber_delta` or L1, in pixels of a 256 x 256 frame), visibility
     (BCE on logits), depth (scale-invariant log loss); each with its weight.
     """
@@ -96,6 +102,8 @@ class TrackingConfig(BaseModel):
     default_grid: int = Field(16, ge=0)
     detach_memory: bool = False
     anchor_to_query: bool = False
+    matching: Literal["none", "lucas-kanade"] = "none"
+    lk: LucasKanadeConfig = LucasKanadeConfig()
     position_loss: Literal["huber", "l1"] = "huber"
     huber_delta: float = Field(1.0, gt=0)
     position_weight: float = Field(0.05, ge=0)
@@ -314,15 +322,31 @@ class TrackingHead(TrackingDecoder):
         features: torch.Tensor | None = None,
         feature_labels: torch.Tensor | None = None,
         history: torch.Tensor | None = None,
+        flows: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[TrackingWindowOutput, dict[str, torch.Tensor]]:
-        """Decode one chunk: queries (B, n, 3) global -> window frame centres, then read out."""
+        """Decode one chunk: queries (B, n, 3) global -> window frame centres, then read out.
+
+        flows: the window's (forward, backward) Lucas-Kanade flow (B, 2, T, H, W) with matching on:
+        the tracks are then chained through it from each query instead of read from the heatmaps.
+        """
         t_window = queries[..., :1] - start + 0.5
         q = torch.cat([t_window, queries[..., 1:]], dim=-1).to(tokens.dtype)
         out = self.decode_window(tokens, q, labels, features, feature_labels, history)
         read = self.read_out(out)
-        if self.config.anchor_to_query:
+        if flows is not None:
+            frame = (torch.round(queries[..., 0]) - start).clamp(0, read["tracks"].shape[2] - 1)
+            read["tracks"] = chain_tracks(*flows, queries[..., 1:].float(), frame)
+        elif self.config.anchor_to_query:
             read["tracks"] = anchor_tracks(read["tracks"], queries, start)
         return out, read
+
+    def window_flows(self, batch: dict, batch_size: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(forward, backward) Lucas-Kanade flow (B, 2, T, H, W) of the window's frames when
+        matching is on, else None."""
+        if self.config.matching == "none":
+            return None
+        video = window_video(batch, (batch_size, 3, *self.input_size), "tracking")
+        return forward_backward_flow(video, **self.config.lk.model_dump())
 
     @staticmethod
     def _merge(
@@ -363,13 +387,14 @@ class TrackingHead(TrackingDecoder):
         n = queries.shape[1]
         chunk = self.chunk_size(b)
         fill = empty_outputs(b, n, size, tokens.device)
+        flows = self.window_flows(batch, b)
         pieces = []
         for i in range(0, n, chunk):
             sl = slice(i, min(n, i + chunk))
             q = queries[:, sl]
             valid = valid_frames(q[..., 0], start, size)
             labels = point_labels(valid.any(-1), torch.ones_like(valid[..., 0]))
-            _, new = self._decode(tokens, q, labels, start)
+            _, new = self._decode(tokens, q, labels, start, flows=flows)
             pieces.append(self._merge(valid, new, {k: v[:, sl] for k, v in fill.items()}))
         return {**self._cat(pieces, fill), "queries": queries}
 
@@ -422,6 +447,7 @@ class TrackingHead(TrackingDecoder):
             last = num_frames is not None and window.start + size >= max(int(num_frames), size)
             keep_next = t_slices
 
+        flows = self.window_flows(batch, b)
         pieces, features_next, labels_next, history_next = [], [], [], []
         for i, sl in enumerate(memory.chunks()):
             q = memory.queries[:, sl]
@@ -433,7 +459,7 @@ class TrackingHead(TrackingDecoder):
             history = expand_history(
                 memory.history[i], self.processed_video_mask_token.weight, self.token_grid, keep_now
             )
-            out, new = self._decode(tokens, q, labels, window.start, feats, feat_labels, history)
+            out, new = self._decode(tokens, q, labels, window.start, feats, feat_labels, history, flows)
             pieces.append(self._merge(valid, new, {k: v[:, sl] for k, v in carried.items()}))
             if last:
                 continue

@@ -1,0 +1,176 @@
+"""Classical frame matching that heads can build on: pyramidal Lucas-Kanade flow and flow chaining.
+
+The official L4P heads decode from tokens alone. A small encoder trained from scratch on a CPU budget
+does not learn to match pixels, so the flow and tracking heads can start from these parameter-free
+estimates computed from the window's frames (their `matching` option) and learn on top of them.
+
+Conventions: video (B, 3, T, H, W) float in [0, 1]; flow (B, 2, T, H, W) backward, frame t -> t-1, in
+pixels (channel 0: x, right; channel 1: y, down), pixel centres at +0.5; frame 0 of a window has no
+previous frame and gets zero flow.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from ..errors import InputError
+
+
+class LucasKanadeConfig(BaseModel):
+    """Options of `lucas_kanade_flow`, for heads whose config offers frame matching.
+
+    levels: pyramid levels (each halves H and W); window: box size in pixels (odd); iterations:
+    damped least-squares steps per level; damping: Tikhonov term added to the structure tensor.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    levels: int = Field(2, ge=1, le=5)
+    window: int = Field(7, ge=3, le=31)
+    iterations: int = Field(3, ge=1, le=10)
+    damping: float = Field(1e-3, gt=0)
+
+    @field_validator("window")
+    @classmethod
+    def _odd_window(cls, v: int) -> int:
+        if v % 2 == 0:
+            raise ValueError(f"window must be odd (a centred box), got {v}")
+        return v
+
+
+def window_video(batch: dict | None, shape: tuple[int, ...], head: str) -> torch.Tensor:
+    """The window's frames `batch["video"]` (B, 3, T, H, W) in [0, 1], checked against `shape`.
+
+    Raises InputError naming `head` when they are missing or of another shape: heads with frame
+    matching read the frames as well as the tokens.
+    """
+    video = (batch or {}).get("video")
+    if not isinstance(video, torch.Tensor) or tuple(video.shape) != tuple(shape):
+        got = tuple(video.shape) if isinstance(video, torch.Tensor) else type(video).__name__
+        raise InputError(
+            f"the {head} head with frame matching needs batch['video'] of shape (B, 3, T, H, W) = "
+            f"{tuple(shape)} (the window's frames in [0, 1]), got {got}; pass the window's video in "
+            "the batch, or set its config's matching to 'none'"
+        )
+    return video
+
+
+def warp(image: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
+    """Bilinear backward warp: out[x] = image[x + flow[x]] (border padding).
+
+    image: (N, C, H, W); flow: (N, 2, H, W) pixels -> (N, C, H, W).
+    """
+    n, _, h, w = image.shape
+    ys, xs = torch.meshgrid(
+        torch.arange(h, device=image.device, dtype=flow.dtype) + 0.5,
+        torch.arange(w, device=image.device, dtype=flow.dtype) + 0.5,
+        indexing="ij",
+    )
+    grid = torch.stack(((xs + flow[:, 0]) * (2 / w) - 1, (ys + flow[:, 1]) * (2 / h) - 1), dim=-1)
+    return F.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def _gradients(image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Central differences (N, C, H, W) -> (d/dx, d/dy), replicated borders, per pixel."""
+    px = F.pad(image, (1, 1, 0, 0), mode="replicate")
+    py = F.pad(image, (0, 0, 1, 1), mode="replicate")
+    return (px[..., 2:] - px[..., :-2]) / 2, (py[..., 2:, :] - py[..., :-2, :]) / 2
+
+
+def _structure(cur: torch.Tensor, prev_warped: torch.Tensor, window: int, damping: float):
+    """Damped structure tensor [[a, b], [b, c]] and right-hand side (p, q), box-summed over `window`."""
+    gx, gy = _gradients(prev_warped)
+    diff = cur - prev_warped
+
+    def box(x: torch.Tensor) -> torch.Tensor:
+        return F.avg_pool2d(x.sum(1, keepdim=True), window, 1, window // 2, count_include_pad=False)
+
+    a, b, c = box(gx * gx) + damping, box(gx * gy), box(gy * gy) + damping
+    return a, b, c, box(gx * diff), box(gy * diff)
+
+
+def lucas_kanade_flow(
+    video: torch.Tensor, *, levels: int = 2, window: int = 7, iterations: int = 3, damping: float = 1e-3
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Coarse-to-fine Lucas-Kanade backward flow of every frame to the one before it.
+
+    video: (B, 3, T, H, W) in [0, 1]. Per pyramid level (each halves H and W, coarsest first), the
+    previous frame is warped by the current flow and `iterations` damped least-squares steps solve
+    grad(prev) . d = cur - warp(prev) over a `window` x `window` box. Computed in float32 (autocast off),
+    without parameters; differentiable but normally used as a fixed input.
+
+    Returns flow (B, 2, T, H, W) in pixels (frame 0: zeros) and confidence (B, 1, T, H, W): log of
+    the smaller eigenvalue of the damped structure tensor at full resolution (low = untextured).
+    """
+    b, _, t, h, w = video.shape
+    with torch.autocast(device_type=video.device.type, enabled=False):
+        frames = video.float()
+        cur = [rearrange(frames[:, :, 1:], "b c t h w -> (b t) c h w")]
+        prev = [rearrange(frames[:, :, :-1], "b c t h w -> (b t) c h w")]
+        for _ in range(levels - 1):
+            cur.append(F.avg_pool2d(cur[-1], 2, ceil_mode=True))
+            prev.append(F.avg_pool2d(prev[-1], 2, ceil_mode=True))
+        flow = cur[-1].new_zeros(cur[-1].shape[0], 2, *cur[-1].shape[-2:])
+        for c_img, p_img in zip(reversed(cur), reversed(prev)):
+            size = c_img.shape[-2:]
+            if flow.shape[-2:] != size:
+                scale = torch.tensor([size[1] / flow.shape[-1], size[0] / flow.shape[-2]], device=flow.device)
+                flow = (
+                    F.interpolate(flow, size=size, mode="bilinear", align_corners=False)
+                    * scale[:, None, None]
+                )
+            for _ in range(iterations):
+                a, bb, c, p, q = _structure(c_img, warp(p_img, flow), window, damping)
+                det = a * c - bb * bb
+                flow = flow + torch.cat(((c * p - bb * q) / det, (a * q - bb * p) / det), dim=1)
+        a, bb, c, _, _ = _structure(cur[0], warp(prev[0], flow), window, damping)
+        min_eig = (a + c) / 2 - torch.sqrt(((a - c) / 2).square() + bb.square())
+        confidence = torch.log(min_eig.clamp_min(damping))
+        flow = rearrange(flow, "(b t) c h w -> b c t h w", b=b)
+        confidence = rearrange(confidence, "(b t) c h w -> b c t h w", b=b)
+        first = flow.new_zeros(b, 2, 1, h, w)
+        return torch.cat((first, flow), dim=2), torch.cat((confidence[:, :, :1], confidence), dim=2)
+
+
+def forward_backward_flow(video: torch.Tensor, **lk_options) -> tuple[torch.Tensor, torch.Tensor]:
+    """Lucas-Kanade flow both ways: video (B, 3, T, H, W) -> (forward, backward), each (B, 2, T, H, W)
+    pixels; forward[t] maps frame t -> t+1 (last frame zeros), backward[t] maps t -> t-1 (frame 0
+    zeros). Forward flow is the backward flow of the time-reversed clip. `lk_options`: see
+    `lucas_kanade_flow`."""
+    backward, _ = lucas_kanade_flow(video, **lk_options)
+    reversed_backward, _ = lucas_kanade_flow(video.flip(2), **lk_options)
+    return reversed_backward.flip(2), backward
+
+
+def chain_tracks(
+    forward: torch.Tensor, backward: torch.Tensor, points: torch.Tensor, frames: torch.Tensor
+) -> torch.Tensor:
+    """Track points by chaining flow from their query frame, forwards and backwards in time.
+
+    forward, backward: (B, 2, T, H, W) flow in pixels (see `forward_backward_flow`); points (B, n, 2)
+    (x, y) pixels at frames (B, n) (integer frame index in [0, T)). Position at t > frame: position at
+    t - 1 plus the forward flow of frame t - 1 sampled there (bilinear, border); likewise backwards.
+    Returns tracks (B, n, T, 2) pixels, equal to `points` at each point's frame.
+    """
+    b, _, t, h, w = forward.shape
+    scale = points.new_tensor((2 / w, 2 / h))
+
+    def step(flow: torch.Tensor, xy: torch.Tensor) -> torch.Tensor:
+        grid = rearrange(xy * scale - 1, "b n c -> b n 1 c")
+        moved = F.grid_sample(flow, grid, mode="bilinear", padding_mode="border", align_corners=False)
+        return xy + rearrange(moved, "b c n 1 -> b n c")
+
+    frames = frames.long()
+    tracks = [points] * t
+    xy = points
+    for i in range(1, t):  # forwards: points whose query frame is earlier move on
+        xy = torch.where((frames < i)[..., None], step(forward[:, :, i - 1].float(), xy), points)
+        tracks[i] = xy
+    xy = points
+    for i in range(t - 2, -1, -1):  # backwards
+        xy = torch.where((frames > i)[..., None], step(backward[:, :, i + 1].float(), xy), points)
+        tracks[i] = torch.where((frames > i)[..., None], xy, tracks[i])
+    return torch.stack(tracks, dim=2)
