@@ -31,7 +31,9 @@ def translating_clip(shift: tuple[float, float], frames: int = 4) -> torch.Tenso
     image = smooth_texture(96, 96)
     out = []
     for t in range(frames):
-        moved = warp(image, torch.tensor([-t * shift[0], -t * shift[1]]).view(1, 2, 1, 1).expand(1, 2, 96, 96))
+        moved = warp(
+            image, torch.tensor([-t * shift[0], -t * shift[1]]).view(1, 2, 1, 1).expand(1, 2, 96, 96)
+        )
         out.append(moved[..., 16:80, 16:80])  # crop: no border effects
     return torch.stack(out, dim=2)
 
@@ -72,7 +74,9 @@ def test_forward_and_backward_flow_point_opposite_ways():
     assert float(forward[:, :, -1].abs().max()) == 0.0 and float(backward[:, :, 0].abs().max()) == 0.0
     inner = (slice(None), slice(None), slice(1, 3), slice(8, -8), slice(8, -8))
     torch.testing.assert_close(forward[inner].mean((2, 3, 4)), torch.tensor([[0.5, 0.0]]), atol=0.03, rtol=0)
-    torch.testing.assert_close(backward[inner].mean((2, 3, 4)), torch.tensor([[-0.5, 0.0]]), atol=0.03, rtol=0)
+    torch.testing.assert_close(
+        backward[inner].mean((2, 3, 4)), torch.tensor([[-0.5, 0.0]]), atol=0.03, rtol=0
+    )
 
 
 def test_chained_tracks_follow_constant_flow_both_ways():
