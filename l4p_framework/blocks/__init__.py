@@ -5,6 +5,8 @@
 - `TrackingDecoder`, `VideoMaskDecoder`, `TwoWayTransformer`: the SAM-style two-way decoder.
 - `RandomFourierPE3D`, `PromptEncoder3D`: 3D positional encoding and point / feature prompts.
 - `soft_argmax_2d`, `spatial_mean`: heatmap decoding.
+- `matching`: classical frame matching (pyramidal Lucas-Kanade flow, flow chaining into tracks) for
+  heads with a `matching` option.
 - `keymaps`: official L4P checkpoint key maps for these blocks.
 """
 

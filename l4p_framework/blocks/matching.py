@@ -11,6 +11,8 @@ previous frame and gets zero flow.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from einops import rearrange
@@ -63,7 +65,7 @@ def warp(image: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
 
     image: (N, C, H, W); flow: (N, 2, H, W) pixels -> (N, C, H, W).
     """
-    n, _, h, w = image.shape
+    h, w = image.shape[-2:]
     ys, xs = torch.meshgrid(
         torch.arange(h, device=image.device, dtype=flow.dtype) + 0.5,
         torch.arange(w, device=image.device, dtype=flow.dtype) + 0.5,
@@ -103,9 +105,14 @@ def lucas_kanade_flow(
     without parameters; differentiable but normally used as a fixed input.
 
     Returns flow (B, 2, T, H, W) in pixels (frame 0: zeros) and confidence (B, 1, T, H, W): log of
-    the smaller eigenvalue of the damped structure tensor at full resolution (low = untextured).
+    the smaller eigenvalue of the damped structure tensor at full resolution (low = untextured;
+    frame 0 repeats frame 1's, a single frame gets log(damping)).
     """
     b, _, t, h, w = video.shape
+    if t < 2:
+        return video.new_zeros(b, 2, t, h, w).float(), video.new_full(
+            (b, 1, t, h, w), math.log(damping)
+        ).float()
     with torch.autocast(device_type=video.device.type, enabled=False):
         frames = video.float()
         cur = [rearrange(frames[:, :, 1:], "b c t h w -> (b t) c h w")]

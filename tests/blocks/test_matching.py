@@ -108,3 +108,9 @@ def test_window_video_names_the_head_and_the_shape():
         window_video({}, (1, 3, 4, 8, 8), "flow")
     with pytest.raises(InputError, match=r"got \(1, 3, 4, 8, 9\)"):
         window_video({"video": torch.rand(1, 3, 4, 8, 9)}, (1, 3, 4, 8, 8), "flow")
+
+
+def test_a_single_frame_has_zero_flow():
+    flow, confidence = lucas_kanade_flow(torch.rand(2, 3, 1, 16, 16))
+    assert flow.shape == (2, 2, 1, 16, 16) and float(flow.abs().max()) == 0.0
+    assert confidence.shape == (2, 1, 1, 16, 16)
