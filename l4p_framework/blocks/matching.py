@@ -83,15 +83,18 @@ def _gradients(image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _structure(cur: torch.Tensor, prev_warped: torch.Tensor, window: int, damping: float):
-    """Damped structure tensor [[a, b], [b, c]] and right-hand side (p, q), box-summed over `window`."""
+    """Damped structure tensor [[a, b], [b, c]] and right-hand side (p, q), box-summed over `window`.
+
+    cur, prev_warped: (N, C, H, W) -> five (N, 1, H, W) maps (sums over channels, box means).
+    """
     gx, gy = _gradients(prev_warped)
     diff = cur - prev_warped
-
-    def box(x: torch.Tensor) -> torch.Tensor:
-        return F.avg_pool2d(x.sum(1, keepdim=True), window, 1, window // 2, count_include_pad=False)
-
-    a, b, c = box(gx * gx) + damping, box(gx * gy), box(gy * gy) + damping
-    return a, b, c, box(gx * diff), box(gy * diff)
+    products = torch.stack(
+        [(x * y).sum(1) for x, y in ((gx, gx), (gx, gy), (gy, gy), (gx, diff), (gy, diff))], 1
+    )
+    boxed = F.avg_pool2d(products, window, 1, window // 2, count_include_pad=False)
+    a, b, c, p, q = boxed.split(1, dim=1)
+    return a + damping, b, c + damping, p, q
 
 
 def lucas_kanade_flow(
