@@ -291,27 +291,30 @@ class TrackingHead(TrackingDecoder):
         q = check_queries(queries, batch_size, num_frames, (h, w), batch.get("query_valid"))
         return q.to(device)
 
-    def read_out(self, out: TrackingWindowOutput) -> dict[str, torch.Tensor]:
+    def read_out(self, out: TrackingWindowOutput, positions: bool = True) -> dict[str, torch.Tensor]:
         """Decoder maps -> per-frame tracks (B, n, T, 2) px, visibility (B, n, T) logits and
-        track_depth (B, n, T), float32, T = the window's frames."""
+        track_depth (B, n, T), float32, T = the window's frames. positions=False skips the heatmap
+        read-out (no "tracks" key: frame matching supplies them)."""
         frames, h, w = self.input_size
         b, n, tm, hm, wm = out.heatmap.shape
         temp = self.config.softargmax_temperature
+        read = {}
         if self.config.heatmap_resolution == "input":
-            heat = rearrange(out.heatmap.float(), "b n t h w -> (b n) 1 t h w")
-            heat = F.interpolate(heat, size=(frames, h, w), mode="trilinear", align_corners=False)
-            xy = rearrange(soft_argmax_2d(heat, temp), "(b n) 1 t c -> b n t c", b=b)
+            if positions:
+                heat = rearrange(out.heatmap.float(), "b n t h w -> (b n) 1 t h w")
+                heat = F.interpolate(heat, size=(frames, h, w), mode="trilinear", align_corners=False)
+                read["tracks"] = rearrange(soft_argmax_2d(heat, temp), "(b n) 1 t c -> b n t c", b=b).float()
             vis = upsampled_spatial_mean(out.visibility, (h, w))
             log_depth = upsampled_spatial_mean(out.depth, (h, w))
         else:
-            xy = soft_argmax_2d(out.heatmap, temp)
-            xy = xy * xy.new_tensor((w / wm, h / hm))
-            xy = _resample_time(xy, frames)
+            if positions:
+                xy = soft_argmax_2d(out.heatmap, temp)
+                read["tracks"] = _resample_time(xy * xy.new_tensor((w / wm, h / hm)), frames).float()
             vis, log_depth = spatial_mean(out.visibility.float()), spatial_mean(out.depth.float())
         vis = _resample_time(vis, frames)
         log_depth = _resample_time(log_depth, frames)
         depth = torch.exp(log_depth.clamp(-LOG_DEPTH_LIMIT, LOG_DEPTH_LIMIT))
-        return {"tracks": xy.float(), "visibility": vis.float(), "track_depth": depth.float()}
+        return {**read, "visibility": vis.float(), "track_depth": depth.float()}
 
     def _decode(
         self,
@@ -332,9 +335,9 @@ class TrackingHead(TrackingDecoder):
         t_window = queries[..., :1] - start + 0.5
         q = torch.cat([t_window, queries[..., 1:]], dim=-1).to(tokens.dtype)
         out = self.decode_window(tokens, q, labels, features, feature_labels, history)
-        read = self.read_out(out)
+        read = self.read_out(out, positions=flows is None)
         if flows is not None:
-            frame = (torch.round(queries[..., 0]) - start).clamp(0, read["tracks"].shape[2] - 1)
+            frame = (torch.round(queries[..., 0]) - start).clamp(0, self.input_size[0] - 1)
             read["tracks"] = chain_tracks(*flows, queries[..., 1:].float(), frame)
         elif self.config.anchor_to_query:
             read["tracks"] = anchor_tracks(read["tracks"], queries, start)
