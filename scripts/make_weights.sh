@@ -12,7 +12,9 @@
 #        RESUME=1 bash scripts/make_weights.sh ...   continues an interrupted stage 1 from its checkpoint
 #        SKIP_STAGE1=1 bash scripts/make_weights.sh ...   redoes only stage 2 on the stage-1 result
 #        ONLY_MATCHING=1 bash scripts/make_weights.sh ...   redoes only the last two steps (flow and
-#                                                            tracking with frame matching) in $WORK
+#                                                            tracking with frame matching) in $WORK;
+#            the tracking step fine-tunes the tracking head $WORK holds, so it matches a full run
+#            only if that is still the stage-1 head
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STAGE1=${1:-1000}
