@@ -60,6 +60,14 @@ def window_video(batch: dict | None, shape: tuple[int, ...], head: str) -> torch
     return video
 
 
+def sample_bilinear(image: torch.Tensor, xy: torch.Tensor) -> torch.Tensor:
+    """Bilinear samples of image (N, C, H, W) at xy (N, H', W', 2) pixels (x, y; pixel centres at
+    +0.5), border padding -> (N, C, H', W')."""
+    h, w = image.shape[-2:]
+    grid = xy * xy.new_tensor((2 / w, 2 / h)) - 1
+    return F.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
 def warp(image: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
     """Bilinear backward warp: out[x] = image[x + flow[x]] (border padding).
 
@@ -71,8 +79,7 @@ def warp(image: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
         torch.arange(w, device=image.device, dtype=flow.dtype) + 0.5,
         indexing="ij",
     )
-    grid = torch.stack(((xs + flow[:, 0]) * (2 / w) - 1, (ys + flow[:, 1]) * (2 / h) - 1), dim=-1)
-    return F.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return sample_bilinear(image, torch.stack((xs + flow[:, 0], ys + flow[:, 1]), dim=-1))
 
 
 def _gradients(image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -165,12 +172,10 @@ def chain_tracks(
     t - 1 plus the forward flow of frame t - 1 sampled there (bilinear, border); likewise backwards.
     Returns tracks (B, n, T, 2) pixels, equal to `points` at each point's frame.
     """
-    b, _, t, h, w = forward.shape
-    scale = points.new_tensor((2 / w, 2 / h))
+    t = forward.shape[2]
 
     def step(flow: torch.Tensor, xy: torch.Tensor) -> torch.Tensor:
-        grid = rearrange(xy * scale - 1, "b n c -> b n 1 c")
-        moved = F.grid_sample(flow, grid, mode="bilinear", padding_mode="border", align_corners=False)
+        moved = sample_bilinear(flow, rearrange(xy, "b n c -> b n 1 c"))
         return xy + rearrange(moved, "b c n 1 -> b n c")
 
     frames = frames.long()

@@ -15,9 +15,9 @@ visualisation does. The tracking head never reads another head's output itself.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from einops import rearrange
 
+from l4p_framework.blocks.matching import sample_bilinear
 from l4p_framework.errors import InputError, check_tensor
 
 
@@ -80,8 +80,8 @@ def world_tracks(
 def sample_dense_depth(dense_depth: torch.Tensor, tracks: torch.Tensor) -> torch.Tensor:
     """Bilinear samples of a depth map at track positions.
 
-    dense_depth: (B, 1, T, H, W) or (B, T, H, W); tracks: (B, N, T, 2) pixels (+0.5 convention;
-    pixel (x, y) maps to grid_sample's normalised 2x/W - 1, 2y/H - 1 with align_corners=False).
+    dense_depth: (B, 1, T, H, W) or (B, T, H, W); tracks: (B, N, T, 2) pixels (+0.5 convention,
+    `l4p_framework.blocks.matching.sample_bilinear`).
     Returns (B, N, T); positions outside the frame get NaN.
     """
     if dense_depth.ndim == 5:
@@ -97,10 +97,8 @@ def sample_dense_depth(dense_depth: torch.Tensor, tracks: torch.Tensor) -> torch
         raise InputError(
             f"tracks {tuple(tracks.shape)} must be (B={b}, N, T={t}, 2) to match dense_depth {tuple(dense_depth.shape)}"
         )
-    scale = tracks.new_tensor((2.0 / w, 2.0 / h))
-    grid = rearrange(tracks * scale - 1.0, "b n t c -> (b t) n 1 c")
     img = rearrange(dense_depth.to(tracks.dtype), "b t h w -> (b t) 1 h w")
-    samples = F.grid_sample(img, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    samples = sample_bilinear(img, rearrange(tracks, "b n t c -> (b t) n 1 c"))
     samples = rearrange(samples, "(b t) 1 n 1 -> b n t", b=b)
     inside = (tracks[..., 0] >= 0) & (tracks[..., 0] <= w) & (tracks[..., 1] >= 0) & (tracks[..., 1] <= h)
     return torch.where(inside, samples, torch.full_like(samples, float("nan")))
