@@ -47,7 +47,11 @@ def head_metrics(
 def evaluate(
     model: L4P, dataset, heads: Sequence[str], num_clips: int, known_intrinsics: bool = False
 ) -> dict[str, dict[str, dict[str, float]]]:
-    """Mean metrics per head over `num_clips` samples: {head: {"model": {...}, "baseline": {...}}}."""
+    """Mean metrics per head over `num_clips` samples.
+
+    Returns {head: {"model": {metric: value}, "baseline": {...}, "protocol": {metric: note}}}, the
+    notes from the head's `metric_protocols`.
+    """
     from .data.collate import collate
 
     sums: dict[str, dict[str, dict[str, list[float]]]] = defaultdict(
@@ -62,10 +66,14 @@ def evaluate(
                 sums[name]["model"][key].append(value)
             for key, value in base.items():
                 sums[name]["baseline"][key].append(value)
-    return {
+    results = {
         name: {kind: {k: _nanmean(v) for k, v in values.items()} for kind, values in groups.items()}
         for name, groups in sums.items()
     }
+    for name in results:
+        protocols = model.specs[name].metric_protocols
+        results[name]["protocol"] = {k: protocols[k] for k in results[name]["model"] if k in protocols}
+    return results
 
 
 def _nanmean(values: list[float]) -> float:
@@ -74,11 +82,13 @@ def _nanmean(values: list[float]) -> float:
 
 
 def format_table(results: dict[str, dict[str, dict[str, float]]]) -> str:
-    """A plain-text table: head, metric, model, baseline."""
-    rows = [("head", "metric", "model", "baseline")]
+    """A plain-text table: head, metric (protocol), model, baseline."""
+    rows = [("head", "metric (protocol)", "model", "baseline")]
     for name, groups in results.items():
         for key, value in groups.get("model", {}).items():
             base = groups.get("baseline", {}).get(key)
-            rows.append((name, key, f"{value:.4f}", "" if base is None else f"{base:.4f}"))
+            protocol = groups.get("protocol", {}).get(key)
+            label = f"{key} ({protocol})" if protocol else key
+            rows.append((name, label, f"{value:.4f}", "" if base is None else f"{base:.4f}"))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -83,6 +83,9 @@ class HeadSpec:
     baseline: Callable[[dict], dict[str, torch.Tensor]] | None = None
     """Outputs of the task's trivial baseline for a batch (what `l4p eval` compares against)."""
     official_key_map: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]] | None = None
+    metric_protocols: Mapping[str, str] = field(default_factory=dict)
+    """Metric name -> the protocol it follows, in a few words (`l4p eval` prints it beside the
+    metric), e.g. {"aj3d": "tapvid3d, 256px, median scale"}."""
     description: str = ""
     distribution: str = "<unknown>"
     """Filled in by the plugin host with the registering distribution's name."""

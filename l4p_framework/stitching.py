@@ -68,25 +68,18 @@ def _write(buffer: torch.Tensor | None, value: torch.Tensor, dim: int, start: in
 def fit_scale_shift(
     x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Least-squares (a, b) per batch element with a*x + b ~ y over `mask`; x, y: (B, ...).
+    """Least-squares (a, b) per batch element with a*x + b ~ y over `mask`; x, y: (B, ...) -> (B,), (B,).
 
-    Degenerate fits (fewer than 2 points or constant x) fall back to a scale-only fit, then to
-    identity (a = 1, b = 0) when nothing is valid. Computed in float64.
+    The centred float64 solver of `metrics.depth.fit_affine`: degenerate fits (fewer than 2 points
+    or constant x) fall back to a scale-only fit, then to identity (a = 1, b = 0) when nothing is
+    valid. Returned as float32.
     """
+    from .metrics.depth import fit_affine
+
     b = x.shape[0]
-    x, y = x.reshape(b, -1).double(), y.reshape(b, -1).double()
-    m = torch.ones_like(x, dtype=torch.bool) if mask is None else mask.reshape(b, -1)
-    w = m.double()
-    n = w.sum(1)
-    sx, sy = (w * x).sum(1), (w * y).sum(1)
-    sxx, sxy = (w * x * x).sum(1), (w * x * y).sum(1)
-    det = n * sxx - sx * sx
-    ok = (n >= 2) & (det.abs() > 1e-12 * (n * sxx).clamp_min(1e-30))
-    a = torch.where(ok, (n * sxy - sx * sy) / det.where(ok, torch.ones_like(det)), torch.ones_like(det))
-    shift = torch.where(ok, (sy - a * sx) / n.clamp_min(1), torch.zeros_like(det))
-    scale_only = (~ok) & (sxx > 0)
-    a = torch.where(scale_only, sxy / sxx.clamp_min(1e-30), a)
-    return a.float(), shift.float()
+    m = torch.ones(x.shape, dtype=torch.bool, device=x.device) if mask is None else mask
+    fit = fit_affine(x.reshape(b, -1), y.reshape(b, -1), m.reshape(b, -1))
+    return fit.scale.float(), fit.shift.float()
 
 
 class DisparityAffineStitcher:

@@ -54,7 +54,11 @@ def run_demo(args) -> int:
     for name in model.heads:
         spec = model.specs[name]
         ours, base = head_metrics(model, name, outputs[name], batch)
-        results[name + ("" if trained[name] else " (untrained)")] = {"model": ours, "baseline": base}
+        results[name + ("" if trained[name] else " (untrained)")] = {
+            "model": ours,
+            "baseline": base,
+            "protocol": dict(spec.metric_protocols),
+        }
         if spec.visualize is None:
             continue
         images = spec.visualize(outputs[name], batch)

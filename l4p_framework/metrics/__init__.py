@@ -8,7 +8,7 @@ accumulating over a dataset. Camera-pose metrics live in ``l4p_framework.metrics
 
 from __future__ import annotations
 
-from .depth import ALIGN_MODES, align_depth, depth_metrics
+from .depth import ALIGN_MODES, AffineFit, align_depth, depth_metrics, fit_affine
 from .flow import endpoint_error, flow_metrics
 from .normals import angular_error, normal_metrics
 from .segmentation import motion_iou
@@ -16,11 +16,13 @@ from .tracking import PIXEL_THRESHOLDS, tapvid3d_metrics, tapvid_metrics
 
 __all__ = [
     "ALIGN_MODES",
+    "AffineFit",
     "PIXEL_THRESHOLDS",
     "align_depth",
     "angular_error",
     "depth_metrics",
     "endpoint_error",
+    "fit_affine",
     "flow_metrics",
     "motion_iou",
     "normal_metrics",

@@ -45,6 +45,10 @@ def flow_metrics(
 ) -> dict[str, float] | dict[str, list[float]]:
     """End-point-error metrics of optical flow.
 
+    Protocol: EPE and EPE<1 as in Sintel / RAFT-style evaluations; ``fl`` is the KITTI 2015 flow
+    outlier rate (Menze & Geiger 2015, devkit ``flow_error``): EPE > 3 px and > 5% of |gt|. Every
+    valid pixel of every frame, at the resolution of the given tensors (no resizing).
+
     pred, gt: (B, 2, T, H, W) or (2, T, H, W) flow in pixels. valid: (B, 1, T, H, W),
     (B, T, H, W) or the single-sequence equivalent, bool; None means every pixel with finite GT
     (l4p's frame 0 has no backward flow: pass ``flow_valid``). Per sequence, over valid pixels:

@@ -52,6 +52,10 @@ def normal_metrics(
 ) -> dict[str, float] | dict[str, list[float]]:
     """Angular-error statistics of predicted surface normals.
 
+    Protocol: the NYUv2 / ScanNet surface-normal evaluation (Eigen & Fergus 2015; Bae et al. 2021):
+    per-pixel angle between unit vectors, mean, median and % under 11.25, 22.5 and 30 degrees, every
+    valid pixel of every frame, at the resolution of the given tensors, no alignment.
+
     pred, gt: (B, 3, T, H, W) or (3, T, H, W) normals in the camera frame (normalised here).
     valid: (B, 1, T, H, W) or (B, T, H, W) (or single-sequence equivalents) bool, optional; pixels
     whose GT is zero-length or non-finite are always excluded (l4p stores 0 where invalid).

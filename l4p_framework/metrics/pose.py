@@ -1,5 +1,9 @@
 """Camera pose metrics: ATE and RPE after Sim(3) Umeyama alignment (data-and-metrics.md §2).
 
+Protocol: evo (Grupp 2017) ``evo_ape`` / ``evo_rpe`` with ``--align --correct_scale`` (Umeyama 1991
+Sim(3) on the camera centres of every frame), RPE with delta = 1 frame over every consecutive pair,
+translation part in GT units and rotation angle in degrees, reported as RMSE (and mean).
+
 Poses are camera-to-world 4x4 (translation = camera centre). The prediction is aligned to GT once per
 sequence by Umeyama with scale on the camera centres; ATE is the RMSE of the aligned centres; RPE
 compares consecutive-frame relative motions (delta = 1, every pair) as the evo package does:

@@ -27,6 +27,10 @@ def motion_iou(
 ) -> dict[str, float] | dict[str, list[float]]:
     """Foreground (moving-object) IoU of a thresholded mask against ground truth.
 
+    Protocol: the DAVIS-style region similarity J (Perazzi et al. 2016) restricted to the moving
+    class and accumulated over the whole sequence (as L4P reports motion segmentation), not
+    averaged per frame; every valid pixel of every frame, at the resolution of the given tensors.
+
     logits: (B, 1, T, H, W) or (1, T, H, W) mask logits; a pixel is predicted moving when
     sigmoid(logit) > threshold. A bool tensor is taken as the predicted mask itself.
     gt_mask: same shape, {0, 1} float or bool (> 0.5 is moving). valid: same shape, bool, optional.

@@ -1,13 +1,17 @@
 """Point-tracking metrics: TAP-Vid (2D) and TAPVid-3D (data-and-metrics.md §2).
 
-Both follow the benchmarks' per-video protocol: every metric is computed for each video (batch
-element) by pooling its (point, frame) pairs, then the per-video values are averaged over videos.
-A video whose value is undefined (0 / 0, e.g. no GT-visible evaluated pair) is left out of that
-metric's average and reported as NaN with ``per_sequence=True``.
+Protocols: TAP-Vid (Doersch et al. 2022, tapnet ``evaluation_datasets.compute_tapvid_metrics``) and
+TAPVid-3D (Koppula et al. 2024, tapnet ``tapvid3d/evaluation/metrics.py``). Both are per video: every
+metric is computed for each video (batch element) by pooling its (point, frame) pairs, then the
+per-video values are averaged over videos. A video whose value is undefined (0 / 0, e.g. no
+GT-visible evaluated pair) is left out of that metric's average and reported as NaN with
+``per_sequence=True``.
 
 Thresholds 1, 2, 4, 8, 16 px are strict (distance < threshold). Jaccard per threshold is
 TP / (TP + FP + FN) with TP = GT visible & predicted visible & within, FP = predicted visible &
-(GT occluded or beyond), FN = GT visible & (predicted occluded or beyond).
+(GT occluded or beyond), FN = GT visible & (predicted occluded or beyond). The pixel thresholds are
+those of a 256-pixel frame: TAP-Vid rescales positions to 256 x 256; TAPVid-3D rescales the focal
+lengths to a 256-pixel short side (`TAPVID3D_SHORT_SIDE`) whatever the evaluation resolution.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ import torch
 from ..errors import InputError, check_tensor
 
 PIXEL_THRESHOLDS: tuple[int, ...] = (1, 2, 4, 8, 16)
+TAPVID3D_SHORT_SIDE = 256
+"""TAPVid-3D's thresholds use fx, fy rescaled to a frame whose short side is 256 pixels."""
 
 
 def _batch_first(name: str, x: torch.Tensor, ndim: int, shape: str, batched: bool, *, finite: bool):
@@ -122,6 +128,9 @@ def tapvid_metrics(
 ) -> dict[str, float] | dict[str, list[float]]:
     """TAP-Vid 2D metrics: AJ, <delta_avg and OA, plus each threshold's values.
 
+    Protocol: TAP-Vid (tapnet ``compute_tapvid_metrics``): query mode "first" or "strided"
+    (below), positions compared at 256 x 256, no alignment.
+
     pred_tracks, gt_tracks: (B, N, T, 2) (x, y) pixels at the original resolution (H, W) =
     image_size; they are rescaled to 256 x 256 (x * 256 / W, y * 256 / H) before thresholding.
     pred_visible, gt_visible: (B, N, T) bool. query_frames: (B, N) frame index of each query
@@ -199,7 +208,9 @@ def _focal_lengths(intrinsics, b: int, t: int, batched: bool) -> torch.Tensor:
 
 
 def _median(x: torch.Tensor) -> torch.Tensor:
-    """Median of a 1D tensor (midpoint of the two middle values for an even count); NaN if empty."""
+    """Median of the finite values of a 1D tensor (midpoint of the two middle values for an even
+    count, as numpy's nanmedian); NaN if none is finite."""
+    x = x[torch.isfinite(x)]
     if x.numel() == 0:
         return torch.tensor(math.nan, dtype=torch.double)
     s = x.sort().values
@@ -217,35 +228,45 @@ def tapvid3d_metrics(
     scale: Literal["median", "mean", "per_trajectory", "none"] = "median",
     query_valid: torch.Tensor | None = None,
     per_sequence: bool = False,
+    *,
+    image_size: tuple[int, int],
 ) -> dict[str, float] | dict[str, list[float]]:
     """TAPVid-3D metrics: APD3D, 3D-AJ and OA, plus each threshold's values.
 
-    pred_xyz, gt_xyz: (B, N, T, 3) points in the camera frame of each frame (scene units).
+    Protocol: TAPVid-3D (tapnet ``tapvid3d/evaluation/metrics.py``): every frame is scored, the
+    query frame included (no query mode); median scaling; depth-adaptive thresholds with the focal
+    lengths of a 256-pixel short side.
+
+    pred_xyz, gt_xyz: (B, N, T, 3) points in the camera frame of each frame (scene units; NaN
+    allowed: a non-finite point is never within a threshold and never enters a scale).
     pred_visible, gt_visible: (B, N, T) bool. intrinsics: (B, 2) [fx, fy], (B, 4) [fx, fy, cx, cy],
-    (B, 3, 3) K or (B, T, 3, 3) per-frame K, in pixels. query_frames: (B, N), only needed for
+    (B, 3, 3) K or (B, T, 3, 3) per-frame K, in pixels of a frame of `image_size` (H, W), the
+    resolution the intrinsics belong to. query_frames: (B, N), only needed for
     scale="per_trajectory". query_valid: (B, N) bool, False for padded queries. Unbatched inputs
     (no B) are accepted too.
 
-    Every frame is evaluated, the query frame included. The prediction is first multiplied by a
-    scale factor:
+    The prediction is first multiplied by a scale factor:
 
     - ``"median"`` (default, TAPVid-3D's protocol): one factor per video, median |gt| / median
       |pred|, the medians of the Euclidean norms of the 3D points over the (point, frame) pairs
-      visible in both prediction and GT (norms clamped to >= 1e-6). A video with no such pair
-      gets no valid scale: every point counts as beyond every threshold.
-    - ``"mean"``: the same with means; ``"none"``: factor 1;
+      visible in both prediction and GT, each median skipping non-finite norms (numpy's
+      ``nanmedian``). A video with no such pair gets no valid scale: every point counts as beyond
+      every threshold.
+    - ``"mean"``: the same with means of the finite norms; ``"none"``: factor 1;
     - ``"per_trajectory"``: per track, GT depth z over predicted depth z at its query frame.
 
-    The threshold of a pair is d * z_gt / sqrt(fx * fy) for d in 1, 2, 4, 8, 16 (z_gt: the pair's
-    GT depth; fx, fy of the video or frame), strict. Per video: ``pts_within_{d}`` = fraction of
-    GT-visible pairs within; ``jaccard_{d}`` as in TAP-Vid; ``apd3d`` and ``aj3d`` average them
-    over d; ``oa`` = fraction of pairs with predicted visibility equal to GT. Returns means over
-    videos (undefined values skipped) or, with per_sequence=True, per-video lists.
+    The threshold of a pair is d * z_gt / sqrt(fx' * fy') for d in 1, 2, 4, 8, 16, strict, where
+    z_gt is the pair's GT depth and fx' = fx * 256 / min(H, W), fy' likewise: the intrinsics
+    rescaled to a 256-pixel short side, whatever the evaluation resolution. Per video:
+    ``pts_within_{d}`` = fraction of GT-visible pairs within; ``jaccard_{d}`` as in TAP-Vid;
+    ``apd3d`` and ``aj3d`` average them over d; ``oa`` = fraction of pairs with predicted
+    visibility equal to GT. Returns means over videos (undefined values skipped) or, with
+    per_sequence=True, per-video lists.
     """
     if scale not in ("median", "mean", "per_trajectory", "none"):
         raise InputError(f"scale must be 'median', 'mean', 'per_trajectory' or 'none', got {scale!r}")
     batched = pred_xyz.ndim == 4
-    pt = _batch_first("pred_xyz", pred_xyz, 4, "(B, N, T, 3)", batched, finite=True).double()
+    pt = _batch_first("pred_xyz", pred_xyz, 4, "(B, N, T, 3)", batched, finite=False).double()
     gt = _batch_first("gt_xyz", gt_xyz, 4, "(B, N, T, 3)", batched, finite=False).double()
     if pt.shape != gt.shape or pt.shape[-1] != 3:
         raise InputError(f"pred_xyz {tuple(pt.shape)} and gt_xyz {tuple(gt.shape)} must both be (B, N, T, 3)")
@@ -253,16 +274,16 @@ def tapvid3d_metrics(
     pv = _visibility("pred_visible", pred_visible, pt, batched)
     gv = _visibility("gt_visible", gt_visible, pt, batched)
     qv = _query_valid(query_valid, b, n, batched)
-    focal = _focal_lengths(intrinsics, b, t, batched)
+    if len(image_size) != 2 or min(image_size) <= 0:
+        raise InputError(f"image_size must be (H, W) in pixels of the intrinsics' frame, got {image_size}")
+    focal = _focal_lengths(intrinsics, b, t, batched) * (TAPVID3D_SHORT_SIDE / min(image_size))
     evaluated = qv[..., None].expand(b, n, t)
 
     if scale in ("median", "mean"):
         both = pv & gv & evaluated
         pn = pt.norm(dim=-1).clamp_min(1e-6)
         gn = gt.norm(dim=-1).clamp_min(1e-6)
-        reduce = (
-            _median if scale == "median" else (lambda x: x.mean() if x.numel() else torch.tensor(math.nan))
-        )
+        reduce = _median if scale == "median" else _finite_mean
         factors = torch.stack([reduce(gn[i][both[i]]) / reduce(pn[i][both[i]]) for i in range(b)])
         factor = factors.double().view(b, 1, 1, 1)
     elif scale == "per_trajectory":
@@ -277,7 +298,7 @@ def tapvid3d_metrics(
         factor = torch.ones(1, 1, 1, 1, dtype=torch.double)
     ps = pt * factor
 
-    dist2 = (ps - gt).square().sum(-1)  # NaN where the scale is undefined -> never within
+    dist2 = (ps - gt).square().sum(-1)  # NaN where a point or the scale is undefined -> never within
     multiplier = gt[..., 2] / focal[:, None, :]
     oa = ((pv == gv) & evaluated).flatten(1).sum(1).double() / evaluated.flatten(1).sum(1).double()
     frac, jac = [], []
@@ -286,3 +307,9 @@ def tapvid3d_metrics(
         frac.append(f)
         jac.append(j)
     return _summarise(frac, jac, oa, ("aj3d", "apd3d", "oa"), per_sequence)
+
+
+def _finite_mean(x: torch.Tensor) -> torch.Tensor:
+    """Mean of the finite values of a 1D tensor; NaN if none is finite."""
+    x = x[torch.isfinite(x)]
+    return x.mean() if x.numel() else torch.tensor(math.nan, dtype=torch.double)

@@ -7,6 +7,7 @@ import torch
 
 from l4p_framework.errors import InputError
 from l4p_framework.metrics import align_depth, depth_metrics
+from l4p_framework.metrics.depth import fit_affine
 
 
 def seq(values, shape=(1, 1, 1, 2, 2)):
@@ -56,6 +57,44 @@ def test_scale_shift_disparity_recovers_disparity_affine():
     assert torch.allclose(align_depth(pred, gt, mode="scale_shift_disparity"), gt)
     assert depth_metrics(pred, gt, align="scale_shift_disparity")["abs_rel"] == pytest.approx(0.0, abs=1e-12)
     assert depth_metrics(pred, gt, align="scale_shift")["abs_rel"] > 1e-4
+
+
+def test_scale_shift_fit_exact_on_ordinary_data():
+    g = torch.Generator().manual_seed(0)
+    pred = torch.rand(2, 1, 3, 8, 8, generator=g, dtype=torch.float64) + 0.5
+    gt = pred * torch.tensor([2.5, 0.3], dtype=torch.float64).view(2, 1, 1, 1, 1) + 0.7
+    fit = fit_affine(pred.flatten(1), gt.flatten(1), torch.ones(2, 192, dtype=torch.bool))
+    assert torch.allclose(fit.scale, torch.tensor([2.5, 0.3], dtype=torch.float64), rtol=0, atol=1e-10)
+    assert torch.allclose(fit.shift, torch.tensor([0.7, 0.7], dtype=torch.float64), rtol=0, atol=1e-10)
+    assert fit.defined.all()
+    m = depth_metrics(pred, gt, align="scale_shift")
+    assert m["abs_rel"] < 1e-10 and m["delta1"] == 1.0 and m["fit_defined"] == 1.0
+
+
+def test_scale_shift_fit_exact_on_a_near_constant_prediction():
+    # coefficient of variation 1e-7: uncentred normal equations lose the shift here (their
+    # determinant is ~1e-14 of its terms); centred at the means the fit stays exact
+    g = torch.Generator().manual_seed(1)
+    pred = 2.0 + 2e-7 * torch.randn(1, 1, 4, 16, 16, generator=g, dtype=torch.float64)
+    gt = 3.0e6 * (pred - 2.0) + 1.5  # GT varies by ~0.6 around 1.5: only a scale AND a shift fit it
+    fit = fit_affine(pred.flatten(1), gt.flatten(1), torch.ones(1, 1024, dtype=torch.bool))
+    assert bool(fit.defined) and float(fit.scale) == pytest.approx(3.0e6, rel=1e-8)
+    m = depth_metrics(pred, gt, align="scale_shift")
+    assert m["abs_rel"] < 1e-10 and m["fit_defined"] == 1.0
+    assert torch.allclose(align_depth(pred, gt, mode="scale_shift"), gt, rtol=0, atol=1e-10)
+
+
+def test_scale_shift_on_a_constant_prediction_says_it_fell_back():
+    pred = torch.full((2, 1, 1, 2, 2), 2.0, dtype=torch.float64)
+    gt = torch.stack([seq([1.0, 2.0, 3.0, 4.0])[0], seq([4.0, 4.0, 4.0, 4.0])[0]])
+    m = depth_metrics(pred, gt, align="scale_shift", per_sequence=True)
+    assert m["fit_defined"] == [0.0, 0.0]  # constant x: no unique (s, t); scale-only instead
+    # scale-only: s = sum(p g) / sum(p p) = 2 * 10 / 16 -> every pixel 2.5 for the first sequence
+    assert torch.allclose(
+        align_depth(pred, gt, mode="scale_shift")[0], torch.full((1, 1, 2, 2), 2.5, dtype=torch.float64)
+    )
+    assert m["abs_rel"][1] == pytest.approx(0.0, abs=1e-15)
+    assert depth_metrics(pred, gt, align="scale_shift")["fit_defined"] == 0.0
 
 
 def test_disparity_alignment_guards_non_positive_results():

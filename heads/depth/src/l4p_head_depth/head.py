@@ -162,6 +162,12 @@ def depth_head_spec() -> HeadSpec:
         build=build_depth_head,
         loss=depth_loss,
         metrics=depth_head_metrics,
+        metric_protocols={
+            "abs_rel": "scale per sequence, depth",
+            "delta1": "scale per sequence, depth",
+            "abs_rel_ss": "scale+shift per sequence, disparity",
+            "delta1_ss": "scale+shift per sequence, disparity",
+        },
         targets=("depth",),
         outputs=(
             OutputSpec(

@@ -155,6 +155,7 @@ def flow_head_spec() -> HeadSpec:
         build=build_flow_head,
         loss=flow_loss,
         metrics=flow_head_metrics,
+        metric_protocols={"epe": "px, frames 1..T-1", "epe<1": "px", "fl": "kitti fl, >3px & >5%"},
         targets=("flow",),
         outputs=(
             OutputSpec(

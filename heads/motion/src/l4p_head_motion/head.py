@@ -130,6 +130,7 @@ def motion_head_spec() -> HeadSpec:
         build=build_motion_head,
         loss=motion_loss,
         metrics=motion_head_metrics,
+        metric_protocols={"iou": "moving class, per sequence, sigmoid > 0.5"},
         targets=("motion_mask",),
         outputs=(
             OutputSpec(

@@ -117,7 +117,8 @@ def tracking_metrics(outputs: dict, batch: dict) -> dict[str, float]:
     frame are evaluated (exactly TAP-Vid "first" when queries sit at first visible frames; for other
     query times it is the causal counterpart, the frames a forward tracker predicts). Predicted
     visible = logit > 0. 3D: predicted points lifted with the batch intrinsics (`lift_tracks`), every
-    frame evaluated, median scaling (TAPVid-3D's protocol). NaN where undefined.
+    frame evaluated, median scaling skipping non-finite points, thresholds with the focal lengths
+    rescaled to a 256-pixel short side (TAPVid-3D's protocol). NaN where undefined.
     """
     if "tracks" not in batch or "visibility" not in batch:
         return {"aj": math.nan, "delta_avg": math.nan, "oa": math.nan}
@@ -141,12 +142,13 @@ def tracking_metrics(outputs: dict, batch: dict) -> dict[str, float]:
         k = batch["intrinsics"].float().cpu()
         xyz = lift_tracks(pred, outputs["track_depth"].detach().float().cpu(), k)
         m3 = tapvid3d_metrics(
-            torch.nan_to_num(xyz),
+            xyz,  # NaN points stay NaN: never within, never in the median scale
             pred_vis,
             batch["tracks_3d"].float().cpu(),
             batch["visibility"].bool().cpu(),
             k,
             query_valid=qv,
+            image_size=_image_size(batch),
         )
         out.update({"aj3d": m3["aj3d"], "apd3d": m3["apd3d"], "oa3d": m3["oa"]})
     return {k: float(v) for k, v in out.items()}

@@ -228,6 +228,7 @@ def normals_head_spec() -> HeadSpec:
         build=build_normals_head,
         loss=normals_loss,
         metrics=normals_head_metrics,
+        metric_protocols={"mean_angle": "deg, valid pixels", "median_angle": "deg, valid pixels"},
         targets=("normals",),
         outputs=(
             OutputSpec(
