@@ -1,12 +1,16 @@
-"""What frame matching (Lucas-Kanade, `matching: lucas-kanade`) costs the flow and tracking heads.
+"""Accuracy and speed of the frame-matching backends of `l4p_framework.matching` on synth4d test clips.
 
-Usage: python benchmarks/matching.py [--registry registry.yaml] [--queries 64] [--reps 5] [--threads N]
+Usage: python benchmarks/matching.py [--clips 8] [--frames 12] [--sizes 240x320,480x640]
+       [--threads 2] [--reps 1]
 
-On one window of the registry's encoder (a synth4d clip at its input size), times each head's
-forward on precomputed token features twice: as the registry configures it (frame matching on in
-the shipped model) and with `matching: none` (the token-only official read-out, same weights
-minus the refiner), and prints both times and their ratio; also the Lucas-Kanade flow alone and
-the encoder forward for scale. Minimum of --reps timings after a warm-up.
+For each size, renders --clips held-out synth4d test clips and, for DIS (ultrafast / fast / medium,
+each with and without variational refinement) and Lucas-Kanade (default options), measures:
+- the end-point error of the backward flow against the ground truth over `flow_valid` (EPE, EPE < 1 px
+  and KITTI Fl from `l4p_framework.metrics.flow_metrics`, averaged over clips);
+- backward flow alone, ms per frame pair (clip time / (T - 1));
+- `compute_matches` (both directions, occlusion maps, confidence), ms per frame pair.
+Times are the minimum over --reps runs per clip after one warm-up, summed over clips. Zero flow's
+EPE is printed for reference. torch and OpenCV both get --threads threads.
 """
 
 from __future__ import annotations
@@ -15,65 +19,84 @@ import argparse
 import sys
 import time
 
+import cv2
 import torch
 
+from l4p_framework.data.synth4d.dataset import Synth4D
+from l4p_framework.matching import MatchConfig, backward_flow, compute_matches
+from l4p_framework.metrics import flow_metrics
 
-def best_time(fn, reps: int) -> float:
-    """Minimum wall time of fn() over `reps` runs, after one warm-up (seconds)."""
-    fn()
+CONFIGS: list[tuple[str, MatchConfig]] = [
+    *(
+        (
+            f"dis {preset}, refinement {'on' if refine else 'off'}",
+            MatchConfig(preset=preset, variational_refinement=refine),
+        )
+        for preset in ("ultrafast", "fast", "medium")
+        for refine in (True, False)
+    ),
+    ("lucas-kanade (levels 2, window 7, 3 iterations)", MatchConfig(backend="lucas-kanade")),
+]
+
+
+def min_time(fn, reps: int):
+    """(minimum wall time of fn() over `reps` runs in seconds, the last result)."""
     times = []
     for _ in range(reps):
         start = time.perf_counter()
-        fn()
+        result = fn()
         times.append(time.perf_counter() - start)
-    return min(times)
+    return min(times), result
+
+
+def run_size(height: int, width: int, args: argparse.Namespace) -> None:
+    """Render the clips at height x width and print one markdown table row per configuration."""
+    dataset = Synth4D("test", num_frames=args.frames, height=height, width=width, num_queries=0)
+    clips = [dataset[i] for i in range(args.clips)]
+    pairs = args.clips * (args.frames - 1)
+    zero = [flow_metrics(torch.zeros_like(c["flow"]), c["flow"], c["flow_valid"])["epe"] for c in clips]
+    print(
+        f"\n### {height}x{width}, {args.clips} clips x {args.frames} frames ({pairs} frame pairs), "
+        f"zero-flow EPE {sum(zero) / len(zero):.3f} px\n"
+    )
+    print("| configuration | EPE (px) | EPE < 1 px | Fl | backward ms / pair | compute_matches ms / pair |")
+    print("|---|---|---|---|---|---|")
+    for name, config in CONFIGS:
+        compute_matches(clips[0]["video"][None, :, :2], config)  # warm-up (thread pools, allocations)
+        metrics = {"epe": 0.0, "epe<1": 0.0, "fl": 0.0}
+        backward_s = full_s = 0.0
+        for clip in clips:
+            video = clip["video"][None]
+            backward_s += min_time(lambda v=video, c=config: backward_flow(v, c), args.reps)[0]
+            seconds, matches = min_time(lambda v=video, c=config: compute_matches(v, c), args.reps)
+            full_s += seconds
+            found = matches.backward[0]
+            for key, value in flow_metrics(found, clip["flow"], clip["flow_valid"]).items():
+                metrics[key] += value / len(clips)
+        print(
+            f"| {name} | {metrics['epe']:.3f} | {metrics['epe<1']:.3f} | {metrics['fl']:.3f} | "
+            f"{backward_s / pairs * 1e3:.1f} | {full_s / pairs * 1e3:.1f} |",
+            flush=True,
+        )
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--registry", default="registry.yaml")
-    parser.add_argument("--queries", type=int, default=64)
-    parser.add_argument("--reps", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--clips", type=int, default=8)
+    parser.add_argument("--frames", type=int, default=12)
+    parser.add_argument("--sizes", default="240x320,480x640", help="comma-separated HxW")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--reps", type=int, default=1)
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-
-    from l4p_framework import L4P
-    from l4p_framework.blocks.matching import forward_backward_flow
-    from l4p_framework.data.synth4d import Synth4D
-
-    shipped = L4P.from_registry(args.registry, heads=["flow", "tracking"]).eval()
-    frames, h, w = shipped.encoder.config.num_frames, *shipped.encoder.config.image_size
-    sample = Synth4D("test", num_frames=frames, height=h, width=w, num_queries=args.queries)[0]
-    video, queries = sample["video"][None], sample["queries"][None]
-    batch = {"video": video, "queries": queries}
+    torch.set_num_threads(args.threads)
+    cv2.setNumThreads(args.threads)
     print(
-        f"registry {args.registry}: encoder {shipped.encoder.config.name}, window {frames}x{h}x{w}, "
-        f"{args.queries} queries, torch {torch.__version__}, {torch.get_num_threads()} threads"
+        f"torch {torch.__version__} ({torch.get_num_threads()} threads), OpenCV {cv2.__version__} "
+        f"({cv2.getNumThreads()} threads)"
     )
-
-    with torch.no_grad():
-        features = shipped.encode(video)
-        encoder_s = best_time(lambda: shipped.encode(video), args.reps)
-        print(f"encoder forward: {encoder_s * 1e3:8.1f} ms")
-        lk_s = best_time(lambda: forward_backward_flow(video), args.reps)
-        print(f"Lucas-Kanade flow, both directions: {lk_s * 1e3:8.1f} ms")
-        for name in ("flow", "tracking"):
-            config = shipped.configs[name]
-            if config.matching == "none":
-                print(f"{name}: matching is off in {args.registry}; nothing to compare")
-                continue
-            plain = L4P(shipped.encoder)
-            plain.add_head(shipped.specs[name], config.model_copy(update={"matching": "none"}))
-            plain.eval()
-            on, off = (
-                best_time(lambda m=model, n=name: m.run_heads(features, batch, [n]), args.reps)
-                for model in (shipped, plain)
-            )
-            print(
-                f"{name:9s} head: matching {on * 1e3:8.1f} ms, none {off * 1e3:8.1f} ms, ratio {on / off:5.2f}"
-            )
+    for size in args.sizes.split(","):
+        height, width = (int(v) for v in size.lower().split("x"))
+        run_size(height, width, args)
     return 0
 
 

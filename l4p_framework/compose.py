@@ -8,14 +8,17 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
+from einops import rearrange
 from pydantic import BaseModel
 from torch import nn
 
 from .checkpoints import build_head, load_head
+from .data.video import FrameTransform
 from .encoder import VideoEncoder, load_encoder
 from .errors import InputError, PluginError, RegistryError, check_tensor
 from .features import TokenFeatures
 from .io import sha256_file
+from .matching import MatchConfig, prepare_window
 from .plugins import PluginHost, get_plugin_host
 from .registry import RegistryFile, load_registry
 from .specs import HeadSpec, Layer
@@ -35,7 +38,12 @@ class L4P(nn.Module):
     `model.heads["normals"]` is a plain nn.Module; add_head / remove_head touch no other head.
     """
 
-    def __init__(self, encoder: VideoEncoder, window_stride: int | None = None):
+    def __init__(
+        self,
+        encoder: VideoEncoder,
+        window_stride: int | None = None,
+        matching: MatchConfig | dict | None = None,
+    ):
         super().__init__()
         if not encoder.frozen:
             encoder.freeze()
@@ -44,6 +52,8 @@ class L4P(nn.Module):
         self.specs: dict[str, HeadSpec] = {}
         self.configs: dict[str, BaseModel] = {}
         self.window_stride = window_stride or max(1, encoder.config.num_frames // 2)
+        self.matching = matching if isinstance(matching, MatchConfig) else MatchConfig(**(matching or {}))
+        """The shared frame matching (backend, preset) of the heads that read `batch["matches"]`."""
 
     # -- heads ---------------------------------------------------------------------------------
     def add_head(
@@ -84,6 +94,22 @@ class L4P(nn.Module):
             )
         return layers
 
+    def uses_matching(self, name: str) -> bool:
+        """Whether head `name` reads the shared frame matching (its spec's `uses_matching`)."""
+        spec = self.specs[name]
+        return spec.uses_matching is not None and bool(spec.uses_matching(self.configs[name]))
+
+    def window_batch(
+        self, batch: dict[str, Any], heads: Iterable[str] | None = None, resize: str = "letterbox"
+    ) -> dict[str, Any]:
+        """The batch heads get for one window (`prepare_window`): batch["video"] (B, 3, T, H, W) at
+        any size becomes "frames", fitted into the encoder's window as "video", with "transform"
+        and, when one of `heads` (default all) reads it, the shared matching "matches"."""
+        matching = any(self.uses_matching(h) for h in (heads or self.heads))
+        return prepare_window(
+            batch, self.encoder.config.image_size, self.matching if matching else None, resize
+        )
+
     @property
     def layers(self) -> list[Layer]:
         """Union of every composed head's layers (order of first appearance)."""
@@ -119,19 +145,28 @@ class L4P(nn.Module):
         intrinsics: torch.Tensor | None = None,
         heads: Sequence[str] | None = None,
         on_window: Any = None,
+        resize: str = "letterbox",
     ) -> dict[str, dict]:
-        """Run the composed heads on video (B, 3, T, H, W) float in [0, 1] of any length T.
+        """Run the composed heads on video (B, 3, T, H, W) float in [0, 1] of any length and size.
 
         queries: (B, N, 3) as (t, x, y) in frames / pixels (tracking); intrinsics: (B, 3, 3) or
         (B, T, 3, 3) pixel-unit K. Windows of the encoder's length with `window_stride`; clips
-        shorter than a window are ping-pong padded and the padding removed from the outputs.
+        shorter than a window are ping-pong padded and the padding removed from the outputs. Frames
+        of another size than the encoder's window are fitted into it by `resize` ("letterbox",
+        "crop" or "squash"); every output comes back in the input video's pixels (see `stream`).
         """
         check_video(video)
         b, _, t = video.shape[:3]
         intr = _per_frame_intrinsics(intrinsics, b, t)
         frames = (video[:, :, i] for i in range(t))
         return self.stream(
-            frames, queries=queries, intrinsics=intr, heads=heads, on_window=on_window, num_frames=t
+            frames,
+            queries=queries,
+            intrinsics=intr,
+            heads=heads,
+            on_window=on_window,
+            num_frames=t,
+            resize=resize,
         )
 
     def stream(
@@ -142,6 +177,7 @@ class L4P(nn.Module):
         heads: Sequence[str] | None = None,
         on_window: Any = None,
         num_frames: int | None = None,
+        resize: str = "letterbox",
     ) -> dict[str, dict]:
         """Like forward, from an iterable of frames (B, 3, H, W) float in [0, 1]: bounded memory.
 
@@ -149,6 +185,14 @@ class L4P(nn.Module):
         frame, or (B, 3, 3) shared. on_window(window) is called after each window (progress).
         num_frames: the video length if known; heads then also get batch["num_frames"] and
         batch["next_window"] (the next `Window`, None for the last) to check inputs and size state.
+
+        Input and model pixels: frames of any size (H, W) are fitted into the encoder's window
+        (H', W') by `resize`; queries and intrinsics are given, and every output is returned, in
+        input pixels (dense maps at (H, W), flow in input pixels, tracks and K mapped back, as each
+        output's `OutputSpec.kind` says). Heads get batch["video"] (the window at (H', W')),
+        batch["frames"] (the window at (H, W)), batch["transform"] (the `FrameTransform` between
+        them) and, when a running head `uses_matching`, batch["matches"]: the shared frame matching
+        of batch["frames"] (`compute_matches`, once per window whatever the number of such heads).
         """
         heads = list(heads or self.heads)
         missing = [h for h in heads if h not in self.heads]
@@ -159,11 +203,16 @@ class L4P(nn.Module):
         memory: dict[str, Any] = dict.fromkeys(heads)
         stitchers = {h: self.specs[h].stitcher(self.configs[h]) for h in heads}
         t = 0
+        transform = None
         plan = plan_windows(max(num_frames, size), size, self.window_stride) if num_frames else None
-        for window, clip, index in iter_windows(frames, size, self.window_stride):
+        for window, frames_in, index in iter_windows(frames, size, self.window_stride):
             t = max(t, int(index.max()) + 1)
-            features = self.encode(clip)
-            batch: dict[str, Any] = {"video": clip, "window": window}
+            batch = self.window_batch({"video": frames_in, "window": window}, heads, resize)
+            if transform is None:
+                transform = batch["transform"]
+                queries = None if queries is None else _queries_to_model(queries, transform)
+                intrinsics = None if intrinsics is None else transform.apply_to_intrinsics(intrinsics.float())
+            features = self.encode(batch["video"])
             if plan is not None:
                 if window.index >= len(plan) or plan[window.index].start != window.start:
                     raise InputError(f"the video has more frames than num_frames={num_frames} declared")
@@ -180,6 +229,7 @@ class L4P(nn.Module):
                 batch["intrinsics"] = k[:, None].expand(-1, size, 3, 3) if k.ndim == 3 else k
             for name in heads:
                 outputs, memory[name] = self._run_window(name, features, batch, memory[name])
+                outputs = self._to_input_pixels(name, outputs, transform)
                 states[name] = stitchers[name].merge(states[name], outputs, window.start, window.overlap)
             if on_window is not None:
                 on_window(window)
@@ -191,6 +241,32 @@ class L4P(nn.Module):
         if hasattr(module, "forward_window"):
             return module.forward_window(feats, batch, memory)
         return module(feats, batch), None
+
+    def _to_input_pixels(
+        self, name: str, outputs: dict[str, torch.Tensor], transform: FrameTransform
+    ) -> dict[str, torch.Tensor]:
+        """One window's outputs of head `name` from model-window pixels to input pixels."""
+        if transform.in_size == transform.out_size:
+            return outputs
+        kinds = {o.name: o.resolved_kind for o in self.specs[name].outputs}
+        model_size = tuple(transform.out_size)
+        mapped = {}
+        for key, v in outputs.items():
+            kind = kinds.get(key, "other")
+            if kind == "map" and tuple(v.shape[-2:]) == model_size:
+                v = transform.invert_map(v)
+            elif kind == "flow" and tuple(v.shape[-2:]) == model_size:
+                v = rearrange(
+                    transform.invert_flow(rearrange(v, "b c t h w -> b t c h w")), "b t c h w -> b c t h w"
+                )
+            elif kind == "points":
+                v = transform.map_points_back(v)
+            elif kind == "queries":
+                v = torch.cat((v[..., :1], transform.map_points_back(v[..., 1:])), dim=-1)
+            elif kind == "intrinsics":
+                v = torch.linalg.inv(transform._affine(v)) @ v
+            mapped[key] = v
+        return mapped
 
     def _crop(self, name: str, outputs: dict[str, torch.Tensor], t: int) -> dict[str, torch.Tensor]:
         dims = {o.name: time_dim(o.shape) for o in self.specs[name].outputs}
@@ -213,7 +289,11 @@ class L4P(nn.Module):
         """Build the encoder and the named (default: all registered) heads from registry.yaml."""
         reg = path if isinstance(path, RegistryFile) else load_registry(path, overrides)
         host = host or get_plugin_host()
-        model = cls(encoder_from_registry(reg, device), window_stride=reg.registry.window.stride)
+        model = cls(
+            encoder_from_registry(reg, device),
+            window_stride=reg.registry.window.stride,
+            matching=reg.registry.matching,
+        )
         for name in heads if heads is not None else list(reg.registry.heads):
             spec = reg.check_plugin(name, host)
             config = reg.head_config(name, spec)
@@ -291,6 +371,30 @@ def check_video(video: torch.Tensor) -> None:
         raise InputError(
             f"video values must be in [0, 1], found [{lo:.3g}, {hi:.3g}]; divide 0-255 frames by 255"
         )
+
+
+def _queries_to_model(queries: torch.Tensor, transform: FrameTransform) -> torch.Tensor:
+    """Queries (B, N, 3) (t, x, y) in input pixels -> the same in model-window pixels.
+
+    Unchanged when the input is the model window's size (the head checks them); otherwise they
+    must lie inside the input frame (0 <= x <= W, 0 <= y <= H).
+    """
+    if transform.in_size == transform.out_size:
+        return queries
+    h, w = transform.in_size
+    if not isinstance(queries, torch.Tensor) or queries.ndim != 3 or queries.shape[-1] != 3:
+        got = tuple(queries.shape) if isinstance(queries, torch.Tensor) else type(queries).__name__
+        raise InputError(f"queries must be (B, N, 3) as (t, x, y) in frames and input pixels, got {got}")
+    check_tensor("queries", queries, "(B, N, 3) as (t, x, y)")
+    xy = queries[..., 1:]
+    outside = (xy < 0).any(-1) | (xy[..., 0] > w) | (xy[..., 1] > h)
+    if bool(outside.any()):
+        b, n = (int(i) for i in outside.nonzero()[0])
+        raise InputError(
+            f"query {n} of video {b} at (x, y) = {tuple(xy[b, n].tolist())} is not inside the frame "
+            f"(0 <= x <= {w}, 0 <= y <= {h} input pixels)"
+        )
+    return torch.cat((queries[..., :1], transform.map_points(xy)), dim=-1)
 
 
 def _per_frame_intrinsics(intrinsics: torch.Tensor | None, b: int, t: int) -> torch.Tensor | None:

@@ -11,6 +11,7 @@ import torch
 
 from .compose import L4P
 from .errors import InputError
+from .matching import compute_matches
 
 
 def run_on_batch(
@@ -44,13 +45,22 @@ def head_metrics(
     return ours, base
 
 
+def matching_metrics(model: L4P, name: str, batch: dict, matches) -> dict[str, float]:
+    """Metrics of the shared matching alone for head `name` ({} unless it reads the matching)."""
+    spec = model.specs[name]
+    if spec.matching_baseline is None or not model.uses_matching(name):
+        return {}
+    return spec.metrics(spec.matching_baseline(batch, matches), batch)
+
+
 def evaluate(
     model: L4P, dataset, heads: Sequence[str], num_clips: int, known_intrinsics: bool = False
 ) -> dict[str, dict[str, dict[str, float]]]:
     """Mean metrics per head over `num_clips` samples.
 
     Returns {head: {"model": {metric: value}, "baseline": {...}, "protocol": {metric: note}}}, the
-    notes from the head's `metric_protocols`.
+    notes from the head's `metric_protocols`, and for heads that read the shared frame matching
+    "matching": the metrics of the matching alone on the whole clip (`HeadSpec.matching_baseline`).
     """
     from .data.collate import collate
 
@@ -60,12 +70,17 @@ def evaluate(
     for i in range(min(num_clips, len(dataset))):
         batch = collate([dataset[i]])
         outputs = run_on_batch(model, batch, heads, known_intrinsics)
+        matches = (
+            compute_matches(batch["video"], model.matching) if any(map(model.uses_matching, heads)) else None
+        )
         for name in heads:
             ours, base = head_metrics(model, name, outputs[name], batch)
-            for key, value in ours.items():
-                sums[name]["model"][key].append(value)
-            for key, value in base.items():
-                sums[name]["baseline"][key].append(value)
+            groups = {"model": ours, "baseline": base}
+            if matches is not None:
+                groups["matching"] = matching_metrics(model, name, batch, matches)
+            for kind, values in groups.items():
+                for key, value in values.items():
+                    sums[name][kind][key].append(value)
     results = {
         name: {kind: {k: _nanmean(v) for k, v in values.items()} for kind, values in groups.items()}
         for name, groups in sums.items()
@@ -82,13 +97,18 @@ def _nanmean(values: list[float]) -> float:
 
 
 def format_table(results: dict[str, dict[str, dict[str, float]]]) -> str:
-    """A plain-text table: head, metric (protocol), model, baseline."""
-    rows = [("head", "metric (protocol)", "model", "baseline")]
+    """A plain-text table: head, metric (protocol), model, baseline and, when any head has it, the
+    shared matching alone."""
+    with_matching = any("matching" in groups for groups in results.values())
+    rows = [
+        ("head", "metric (protocol)", "model", "baseline") + (("matching alone",) if with_matching else ())
+    ]
     for name, groups in results.items():
         for key, value in groups.get("model", {}).items():
-            base = groups.get("baseline", {}).get(key)
             protocol = groups.get("protocol", {}).get(key)
             label = f"{key} ({protocol})" if protocol else key
-            rows.append((name, label, f"{value:.4f}", "" if base is None else f"{base:.4f}"))
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+            others = ("baseline", "matching") if with_matching else ("baseline",)
+            cells = [groups.get(kind, {}).get(key) for kind in others]
+            rows.append((name, label, f"{value:.4f}", *("" if c is None else f"{c:.4f}" for c in cells)))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows)

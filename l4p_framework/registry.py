@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict
 from .config import merge_configs, validate
 from .errors import PluginError, RegistryError
 from .io import atomic_write_text, sha256_file
+from .matching import MatchConfig
 from .specs import HeadSpec
 
 SCHEMA_VERSION = 1
@@ -63,6 +64,8 @@ class Registry(BaseModel):
     heads: dict[str, HeadEntry] = {}
     cache: CacheSettings = CacheSettings()
     window: WindowSettings = WindowSettings()
+    matching: MatchConfig = MatchConfig()
+    """The shared frame matching of heads whose config reads it (`l4p_framework.matching`)."""
 
 
 @dataclass

@@ -34,13 +34,32 @@ class EncoderInfo:
         return self.num_frames // self.tubelet, h // self.patch_size, w // self.patch_size
 
 
+OutputKind = Literal["auto", "map", "flow", "points", "queries", "intrinsics", "other"]
+
+
 @dataclass(frozen=True)
 class OutputSpec:
-    """One named output of a head: `shape` uses B, T, H, W, N symbols."""
+    """One named output of a head: `shape` uses B, T, H, W, N symbols.
+
+    `kind` says how the composed model brings the output from the model window's pixels back to the
+    input video's (letterbox / crop / squash, `l4p_framework.data.video.FrameTransform`): "map" a
+    dense map (..., H, W) resampled, "flow" a (B, 2, T, H, W) displacement field resampled and
+    rescaled, "points" (..., 2) pixel positions, "queries" (..., 3) (t, x, y) frame and pixel
+    position, "intrinsics" (..., 3, 3) pixel K, "other" left
+    alone; "auto" (default) is "map" for shapes ending in "H, W)" and "other" otherwise. A dense
+    output that a head already returns at the input resolution is left as it is.
+    """
 
     name: str
     shape: str
     meaning: str
+    kind: OutputKind = "auto"
+
+    @property
+    def resolved_kind(self) -> str:
+        if self.kind != "auto":
+            return self.kind
+        return "map" if self.shape.replace(" ", "").endswith("H,W)") else "other"
 
 
 class Stitcher(Protocol):
@@ -83,6 +102,14 @@ class HeadSpec:
     baseline: Callable[[dict], dict[str, torch.Tensor]] | None = None
     """Outputs of the task's trivial baseline for a batch (what `l4p eval` compares against)."""
     official_key_map: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]] | None = None
+    uses_matching: Callable[[BaseModel], bool] | None = None
+    """Whether the head, with this config, reads the shared frame matching `batch["matches"]`
+    (`l4p_framework.matching.MatchFeatures` of the window at the input resolution, with
+    `batch["frames"]` and `batch["transform"]`); the composed model computes it once per window
+    only when a running head says so. None = never."""
+    matching_baseline: Callable[[dict, Any], dict[str, torch.Tensor]] | None = None
+    """Outputs of the shared matching alone for a batch (batch, MatchFeatures of its video) -> what
+    `l4p eval` prints beside a head that reads the matching."""
     metric_protocols: Mapping[str, str] = field(default_factory=dict)
     """Metric name -> the protocol it follows, in a few words (`l4p eval` prints it beside the
     metric), e.g. {"aj3d": "tapvid3d, 256px, median scale"}."""

@@ -143,6 +143,7 @@ def fit_fixed_batch(model: L4P, name: str, batch: dict, steps: int = 20, lr: flo
     Plugin tests assert that the last loss is clearly below the first (the head can learn).
     """
     spec, config, head = model.specs[name], model.configs[name], model.heads[name]
+    batch = model.window_batch(batch, [name])
     features = model.encode(batch["video"])
     optimizer = torch.optim.AdamW(head.parameters(), lr=lr)
     losses = []

@@ -12,7 +12,7 @@
 #        RESUME=1 bash scripts/make_weights.sh ...   continues an interrupted stage 1 from its checkpoint
 #        SKIP_STAGE1=1 bash scripts/make_weights.sh ...   redoes only stage 2 on the stage-1 result
 #        ONLY_MATCHING=1 bash scripts/make_weights.sh ...   redoes only the last two steps (flow and
-#                                                            tracking with frame matching) in $WORK;
+#                                                            tracking with the shared matching) in $WORK;
 #            the tracking step fine-tunes the tracking head $WORK holds, so it matches a full run
 #            only if that is still the stage-1 head
 set -euo pipefail
@@ -65,14 +65,18 @@ for head in $stage2_heads; do
 done
 
 # Flow: the token-only head of stage 1 does not learn to match pixels on this budget (its EPE stays
-# at the zero-flow baseline), so the shipped flow head starts from a Lucas-Kanade estimate of the
-# frames and learns a correction (matching=lucas-kanade), trained fresh on the frozen encoder.
+# at the zero-flow baseline), so the shipped flow head reads the shared frame matching (OpenCV DIS at
+# the input resolution, `matching:` in the registry) and learns a correction at the input resolution
+# (matching=shared), trained fresh on the frozen encoder on 240x320 clips letterboxed into the 64x64
+# window (the flow is decoded and supervised at 240x320, the size `l4p eval --size` reports).
 $BIN/l4p-train-head --plugin flow --registry "$WORK/registry.yaml" "${common[@]}" \
-  params.flow.preset=cpu params.flow.matching=lucas-kanade steps=$((2 * STAGE2)) lr=1e-3 warmup_steps=30
-# Tracking: positions by chaining Lucas-Kanade flow from each query (matching=lucas-kanade); the
-# decoder's visibility and depth are fine-tuned for it on the frozen encoder.
+  params.flow.preset=cpu params.flow.matching=shared steps=$((2 * STAGE2)) lr=1e-3 warmup_steps=30 \
+  data.options.height=240 data.options.width=320
+# Tracking: positions by chaining the shared matching's flow from each query (matching=shared), occluded
+# where the round trip fails; the decoder's visibility and depth are fine-tuned for it on the frozen
+# encoder (64x64 clips: the tracking head's training targets are in model-window pixels).
 $BIN/l4p-train-head --plugin tracking --registry "$WORK/registry.yaml" "${common[@]}" \
-  init_from_registry=true params.tracking.matching=lucas-kanade steps="$STAGE2" lr=5e-4 warmup_steps=20
+  init_from_registry=true params.tracking.matching=shared steps="$STAGE2" lr=5e-4 warmup_steps=20
 
 rm -rf weights && mkdir -p weights
 cp "$WORK"/weights/*.safetensors weights/

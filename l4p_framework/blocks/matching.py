@@ -18,8 +18,6 @@ import torch.nn.functional as F
 from einops import rearrange
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ..errors import InputError
-
 
 class LucasKanadeConfig(BaseModel):
     """Options of `lucas_kanade_flow`, for heads whose config offers frame matching.
@@ -41,23 +39,6 @@ class LucasKanadeConfig(BaseModel):
         if v % 2 == 0:
             raise ValueError(f"window must be odd (a centred box), got {v}")
         return v
-
-
-def window_video(batch: dict | None, shape: tuple[int, ...], head: str) -> torch.Tensor:
-    """The window's frames `batch["video"]` (B, 3, T, H, W) in [0, 1], checked against `shape`.
-
-    Raises InputError naming `head` when they are missing or of another shape: heads with frame
-    matching read the frames as well as the tokens.
-    """
-    video = (batch or {}).get("video")
-    if not isinstance(video, torch.Tensor) or tuple(video.shape) != tuple(shape):
-        got = tuple(video.shape) if isinstance(video, torch.Tensor) else type(video).__name__
-        raise InputError(
-            f"the {head} head with frame matching needs batch['video'] of shape (B, 3, T, H, W) = "
-            f"{tuple(shape)} (the window's frames in [0, 1]), got {got}; pass the window's video in "
-            "the batch, or set its config's matching to 'none'"
-        )
-    return video
 
 
 def sample_bilinear(image: torch.Tensor, xy: torch.Tensor) -> torch.Tensor:
@@ -163,29 +144,53 @@ def forward_backward_flow(video: torch.Tensor, **lk_options) -> tuple[torch.Tens
 
 
 def chain_tracks(
-    forward: torch.Tensor, backward: torch.Tensor, points: torch.Tensor, frames: torch.Tensor
-) -> torch.Tensor:
+    forward: torch.Tensor,
+    backward: torch.Tensor,
+    points: torch.Tensor,
+    frames: torch.Tensor,
+    forward_occluded: torch.Tensor | None = None,
+    backward_occluded: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Track points by chaining flow from their query frame, forwards and backwards in time.
 
     forward, backward: (B, 2, T, H, W) flow in pixels (see `forward_backward_flow`); points (B, n, 2)
     (x, y) pixels at frames (B, n) (integer frame index in [0, T)). Position at t > frame: position at
     t - 1 plus the forward flow of frame t - 1 sampled there (bilinear, border); likewise backwards.
-    Returns tracks (B, n, T, 2) pixels, equal to `points` at each point's frame.
-    """
-    t = forward.shape[2]
+    forward_occluded, backward_occluded: optional (B, 1, T, H, W) bool round-trip failures of those
+    flows (`l4p_framework.matching.MatchFeatures`): a point whose step starts where the flow fails
+    (bilinear sample > 0.5) is occluded from then on, away from its query frame (the chained
+    position then follows whatever covered it).
 
-    def step(flow: torch.Tensor, xy: torch.Tensor) -> torch.Tensor:
-        moved = sample_bilinear(flow, rearrange(xy, "b n c -> b n 1 c"))
-        return xy + rearrange(moved, "b c n 1 -> b n c")
+    Returns tracks (B, n, T, 2) pixels, equal to `points` at each point's frame, and occluded
+    (B, n, T) bool (also True where the position leaves the H x W image; all False at the query
+    frame, and everywhere but outside the image when no occlusion maps are given).
+    """
+    t, (h, w) = forward.shape[2], forward.shape[-2:]
+
+    def sample(field: torch.Tensor, xy: torch.Tensor) -> torch.Tensor:
+        return rearrange(sample_bilinear(field, rearrange(xy, "b n c -> b n 1 c")), "b c n 1 -> b n c")
+
+    def step(flow, occluded_map, i, xy, occluded):
+        moved = xy + sample(flow[:, :, i].float(), xy)
+        if occluded_map is not None:
+            occluded = occluded | (sample(occluded_map[:, :, i].float(), xy)[..., 0] > 0.5)
+        return moved, occluded
 
     frames = frames.long()
-    tracks = [points] * t
-    xy = points
+    tracks, occlusion = [points] * t, [torch.zeros_like(points[..., 0], dtype=torch.bool)] * t
+    xy, occ = points, occlusion[0]
     for i in range(1, t):  # forwards: points whose query frame is earlier move on
-        xy = torch.where((frames < i)[..., None], step(forward[:, :, i - 1].float(), xy), points)
-        tracks[i] = xy
-    xy = points
+        moving = (frames < i)[..., None]
+        new_xy, new_occ = step(forward, forward_occluded, i - 1, xy, occ)
+        xy, occ = torch.where(moving, new_xy, points), new_occ & moving[..., 0]
+        tracks[i], occlusion[i] = xy, occ
+    xy, occ = points, occlusion[0]
     for i in range(t - 2, -1, -1):  # backwards
-        xy = torch.where((frames > i)[..., None], step(backward[:, :, i + 1].float(), xy), points)
-        tracks[i] = torch.where((frames > i)[..., None], xy, tracks[i])
-    return torch.stack(tracks, dim=2)
+        moving = (frames > i)[..., None]
+        new_xy, new_occ = step(backward, backward_occluded, i + 1, xy, occ)
+        xy, occ = torch.where(moving, new_xy, points), new_occ & moving[..., 0]
+        tracks[i] = torch.where(moving, xy, tracks[i])
+        occlusion[i] = torch.where(moving[..., 0], occ, occlusion[i])
+    tracks, occluded = torch.stack(tracks, dim=2), torch.stack(occlusion, dim=2)
+    outside = (tracks < 0).any(-1) | (tracks[..., 0] > w) | (tracks[..., 1] > h)
+    return tracks, occluded | outside

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from einops import rearrange
 
 from ..errors import InputError, L4PError
 from .common import Progress, add_model_arguments, load_model, parse_heads
@@ -46,17 +47,16 @@ def parse_intrinsics(text: str) -> torch.Tensor:
     return torch.tensor([[fx, 0, cx], [0, fy, cy], [0, 0, 1.0]])
 
 
-def parse_queries(text: str, transform, size: tuple[int, int]) -> torch.Tensor:
-    """(1, N, 3) queries (t, x, y) in model pixels from grid:N or a CSV of input-pixel t,x,y."""
+def parse_queries(text: str, size: tuple[int, int]) -> torch.Tensor:
+    """(1, N, 3) queries (t, x, y) in input pixels from grid:N (N x N on frame 0) or a CSV of t,x,y."""
     h, w = size
     if text.startswith("grid:"):
         try:
             n = int(text[5:])
         except ValueError:
             raise InputError(f"--queries grid:N needs an integer N, got {text!r}") from None
-        x0, y0, x1, y1 = transform.region
-        xs = torch.linspace(x0, x1, n + 2)[1:-1]
-        ys = torch.linspace(y0, y1, n + 2)[1:-1]
+        xs = torch.linspace(0, w, n + 2)[1:-1]
+        ys = torch.linspace(0, h, n + 2)[1:-1]
         gy, gx = torch.meshgrid(ys, xs, indexing="ij")
         return torch.stack([torch.zeros_like(gx), gx, gy], -1).reshape(1, -1, 3)
     path = Path(text)
@@ -70,8 +70,7 @@ def parse_queries(text: str, transform, size: tuple[int, int]) -> torch.Tensor:
         raise InputError(f"{path}: every row must be t,x,y numbers") from None
     if values.ndim != 2 or values.shape[1] != 3:
         raise InputError(f"{path}: expected rows t,x,y, got shape {tuple(values.shape)}")
-    xy = transform.map_points(values[:, 1:])
-    return torch.cat([values[:, :1], xy], 1)[None].float()
+    return values[None].float()
 
 
 def run_command(args) -> int:
@@ -95,64 +94,45 @@ def run_command(args) -> int:
 
 
 def run_one(model, path: Path, out: Path, args) -> None:
-    from ..data.video import FrameTransform, default_intrinsics, open_video
+    from ..data.video import default_intrinsics, open_video
 
     src = open_video(path)
-    size = model.encoder.config.image_size
-    transform = FrameTransform.from_sizes(src.size, size, args.resize)
 
     def frames():
         for frame in src:
-            x = torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1)[:, None].float() / 255
-            yield transform.apply(x)[:, 0][None]  # (1, 3, H', W')
+            yield rearrange(torch.from_numpy(np.ascontiguousarray(frame)), "h w c -> 1 c h w").float() / 255
 
     K_in = parse_intrinsics(args.intrinsics) if args.intrinsics else None
-    K = transform.apply_to_intrinsics(K_in).float()[None] if K_in is not None else None
-    queries = parse_queries(args.queries, transform, size) if "tracking" in model.heads else None
+    queries = parse_queries(args.queries, src.size) if "tracking" in model.heads else None
     progress = Progress(f"{path.name}", None)
     with torch.no_grad():
         outputs = model.stream(
             frames(),
             queries=queries,
-            intrinsics=K,
+            intrinsics=None if K_in is None else K_in[None],
             on_window=progress,
             num_frames=None if path.is_file() else src.num_frames,  # container counts are estimates
+            resize=args.resize,
         )
     progress.done()
     out.mkdir(parents=True, exist_ok=True)
-    arrays = export_arrays(outputs, transform)
+    arrays = export_arrays(outputs)
     np.savez_compressed(out / "results.npz", **arrays)
     written = ["results.npz"]
-    written += export_geometry(
-        outputs, arrays, transform, src.size, K_in, default_intrinsics, out, not args.no_ply
-    )
+    written += export_geometry(outputs, arrays, src.size, K_in, default_intrinsics, out, not args.no_ply)
     print(f"{path}: {src.num_frames or '?'} frames -> {out}/ ({', '.join(written)})")
 
 
-def export_arrays(outputs: dict, transform) -> dict[str, np.ndarray]:
-    """Every head's outputs at the input resolution, keyed `head/output`."""
-    arrays = {}
-    for head, result in outputs.items():
-        for key, value in result.items():
-            v = value.detach().float()
-            if v.ndim == 5 and tuple(v.shape[-2:]) == transform.out_size:  # dense (B, C, T, H, W)
-                v = (
-                    transform.invert_flow(v.transpose(1, 2)).transpose(1, 2)
-                    if key == "flow"
-                    else transform.invert_map(v)
-                )
-            elif key == "tracks":
-                v = transform.map_points_back(v)
-            elif key == "intrinsics":
-                A = torch.as_tensor(transform._affine(v), dtype=v.dtype)
-                v = torch.linalg.inv(A) @ v
-            arrays[f"{head}/{key}"] = v[0].numpy()
-    return arrays
+def export_arrays(outputs: dict) -> dict[str, np.ndarray]:
+    """Every head's outputs (already at the input resolution, in input pixels), keyed `head/output`."""
+    return {
+        f"{head}/{key}": value.detach().float()[0].numpy()
+        for head, result in outputs.items()
+        for key, value in result.items()
+    }
 
 
-def export_geometry(
-    outputs, arrays, transform, in_size, K_in, default_intrinsics, out: Path, ply: bool
-) -> list[str]:
+def export_geometry(outputs, arrays, in_size, K_in, default_intrinsics, out: Path, ply: bool) -> list[str]:
     from ..geometry import save_intrinsics_json, save_ply, save_tum, unproject_depth
 
     written = []

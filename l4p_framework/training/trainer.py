@@ -207,7 +207,9 @@ class Trainer:
             )
         self.encoder = encoder_from_registry(self.reg, self.device)
         self.base_fingerprint = self.encoder.fingerprint
-        self.model = L4P(self.encoder, window_stride=self.reg.registry.window.stride)
+        self.model = L4P(
+            self.encoder, window_stride=self.reg.registry.window.stride, matching=self.reg.registry.matching
+        )
         for n in self.names:
             module = None
             entry = self.reg.registry.heads.get(n)
@@ -381,11 +383,19 @@ class Trainer:
         )
 
     def _prepare(self, item, cached: bool) -> tuple[TokenFeatures | None, dict[str, Any]]:
-        """(features or None when the encoder trains, batch) on the device."""
+        """(features or None when the encoder trains, batch) on the device.
+
+        The batch is the window batch `L4P.stream` gives heads (`prepare_window`): clips larger than
+        the encoder's window are fitted into it (targets stay at the clip's resolution, which only
+        heads that decode at the input resolution, such as those reading the shared matching,
+        support), and the shared frame matching is computed when a trained head reads it.
+        """
         if cached:
             features, batch = item
-            return features.to(self.device), to_device(batch, self.device)
-        batch = to_device(item, self.device)
+            return features.to(self.device), self.model.window_batch(
+                to_device(batch, self.device), self.names
+            )
+        batch = self.model.window_batch(to_device(item, self.device), self.names)
         if self.train_encoder:
             return None, batch
         with torch.no_grad():

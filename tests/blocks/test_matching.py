@@ -7,14 +7,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from l4p_framework import InputError
 from l4p_framework.blocks.matching import (
     LucasKanadeConfig,
     chain_tracks,
     forward_backward_flow,
     lucas_kanade_flow,
     warp,
-    window_video,
 )
 from l4p_framework.data.synth4d import Synth4D
 
@@ -86,12 +84,35 @@ def test_chained_tracks_follow_constant_flow_both_ways():
     backward = -forward
     points = torch.tensor([[[10.5, 12.5], [20.0, 8.0]]])
     frames = torch.tensor([[0, 3]])
-    tracks = chain_tracks(forward, backward, points, frames)
-    assert tracks.shape == (1, 2, t, 2)
+    tracks, occluded = chain_tracks(forward, backward, points, frames)
+    assert tracks.shape == (1, 2, t, 2) and occluded.shape == (1, 2, t) and not occluded.any()
     steps = torch.arange(t, dtype=torch.float32)
     torch.testing.assert_close(tracks[0, 0, :, 0], 10.5 + 1.5 * steps)
     torch.testing.assert_close(tracks[0, 1, :, 0], 20.0 + 1.5 * (steps - 3))
     torch.testing.assert_close(tracks[0, :, :, 1], points[0, :, None, 1].expand(2, t))
+
+
+def test_chained_tracks_are_occluded_from_a_failed_round_trip_on_and_outside_the_image():
+    t, h, w = 6, 32, 32
+    forward = torch.zeros(1, 2, t, h, w)
+    forward[:, 0] = 4.0  # x + 4 px per frame
+    backward = -forward
+    fwd_occ = torch.zeros(1, 1, t, h, w, dtype=torch.bool)
+    fwd_occ[:, :, 2, :, 16:20] = True  # frame 2's flow fails its round trip at x in [16, 20)
+    bwd_occ = torch.zeros_like(fwd_occ)
+    points = torch.tensor([[[10.5, 12.5], [2.0, 2.0], [30.5, 5.5]]])  # x = 18.5 at frame 2
+    frames = torch.tensor([[0, 0, 5]])
+    _, occluded = chain_tracks(forward, backward, points, frames, fwd_occ, bwd_occ)
+    # point 0 steps from frame 2 where the round trip fails: occluded at frames 3, 4, 5 (sticky)
+    assert occluded[0, 0].tolist() == [False, False, False, True, True, True]
+    # point 1 never meets the failure (x = 2, 6, 10, ...); point 2 goes backwards from x = 30.5:
+    # 26.5, 22.5, 18.5 (frame 2: visible, its backward flow never failed), then 14.5 and 10.5
+    assert not occluded[0, 1].any() and not occluded[0, 2].any()
+    # leaving the image: point 0 is at x = 34.5 > 32 on frame 6 of a longer clip
+    long = torch.zeros(1, 2, 7, h, w)
+    long[:, 0] = 4.0
+    _, out = chain_tracks(long, -long, points[:, :1], frames[:, :1])
+    assert out[0, 0].tolist() == [False] * 6 + [True]
 
 
 def test_lucas_kanade_options_are_validated():
@@ -99,15 +120,6 @@ def test_lucas_kanade_options_are_validated():
         LucasKanadeConfig(window=6)
     with pytest.raises(ValueError):
         LucasKanadeConfig(levels=0)
-
-
-def test_window_video_names_the_head_and_the_shape():
-    video = torch.rand(1, 3, 4, 8, 8)
-    assert window_video({"video": video}, (1, 3, 4, 8, 8), "flow") is video
-    with pytest.raises(InputError, match=r"flow head.*\(1, 3, 4, 8, 8\).*got NoneType"):
-        window_video({}, (1, 3, 4, 8, 8), "flow")
-    with pytest.raises(InputError, match=r"got \(1, 3, 4, 8, 9\)"):
-        window_video({"video": torch.rand(1, 3, 4, 8, 9)}, (1, 3, 4, 8, 8), "flow")
 
 
 def test_a_single_frame_has_zero_flow():

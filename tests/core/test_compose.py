@@ -1,5 +1,7 @@
 """Composition: encoder frozen by construction, add/remove heads, windows, independence of outputs."""
 
+import dataclasses
+
 import pytest
 import torch
 from toy_heads import ToyPlugin, toy_spec
@@ -73,12 +75,22 @@ def test_long_and_short_videos(host):
         (torch.rand(1, 3, 8, 64, 64) * 255, r"\[0, 1\]"),
         (torch.full((1, 3, 8, 64, 64), float("nan")), "NaN"),
         (torch.zeros(1, 3, 8, 64, 64, dtype=torch.uint8), "float"),
-        (torch.rand(1, 3, 8, 60, 64), "patches"),
     ],
 )
 def test_bad_videos(host, video, message):
     with pytest.raises(InputError, match=message):
         compose(["a"], host=host)(video)
+
+
+def test_other_sizes_are_letterboxed_and_outputs_come_back_at_the_input_size(host):
+    model = compose(["a"], host=host)
+    video = torch.rand(1, 3, 8, 60, 90)
+    out = model(video)["a"]["value"]
+    assert out.shape == (1, 1, 8, 60, 90)
+    squashed = model(video, resize="squash")["a"]["value"]
+    assert squashed.shape == (1, 1, 8, 60, 90) and not torch.equal(out, squashed)
+    with pytest.raises(InputError, match="resize mode"):
+        model(video, resize="stretch")
 
 
 def test_heads_are_plain_modules_and_l4p_from_encoder(host):
@@ -99,3 +111,48 @@ def test_streamed_windows_match_the_plan(frames):
     for start, _, values in got:  # each window holds exactly its frames (or the ping-pong padding)
         expected = pingpong_indices(frames, 8).tolist() if frames < 8 else list(range(start, start + 8))
         assert values == [float(v) for v in expected]
+
+
+def matching_spec(name: str, uses: bool):
+    """A toy head that reads the shared matching when `uses` (checking it is the window's)."""
+    spec = toy_spec(name)
+    build = spec.build
+
+    def build_reader(info, config):
+        decoder = build(info, config)
+        forward = decoder.forward
+
+        def read(features, batch):
+            if uses:
+                assert batch["matches"].backward.shape[-2:] == batch["frames"].shape[-2:]
+            return forward(features, batch)
+
+        decoder.forward = read
+        return decoder
+
+    return dataclasses.replace(spec, build=build_reader, uses_matching=lambda config: uses)
+
+
+def test_shared_matching_runs_once_per_window_and_only_when_a_head_reads_it(monkeypatch):
+    import l4p_framework.matching as matching
+
+    calls = []
+    real = matching.compute_matches
+    monkeypatch.setattr(
+        matching, "compute_matches", lambda video, config: calls.append(video.shape) or real(video, config)
+    )
+    host = fresh_host(
+        ToyPlugin(matching_spec("m1", True), matching_spec("m2", True), matching_spec("plain", False))
+    )
+    video = torch.rand(1, 3, 24, 48, 80)  # input 48 x 80, model window 8 x 64 x 64
+    compose(["plain"], host=host)(video)
+    assert calls == []  # no head reads it: never computed
+    model = compose(["m1", "m2", "plain"], host=host)
+    out = model(video)
+    windows = plan_windows(24, model.encoder.config.num_frames, model.window_stride)
+    assert len(windows) == 5  # once per window at the input size, for two readers:
+    assert calls == [(1, 3, 8, 48, 80)] * len(windows)
+    assert out["m1"]["value"].shape == (1, 1, 24, 48, 80)
+    calls.clear()
+    model(video, heads=["plain"])
+    assert calls == []

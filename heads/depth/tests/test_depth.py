@@ -183,16 +183,17 @@ def test_stitcher_undoes_a_known_disparity_scale_and_shift():
         (torch.rand(3, 8, 64, 64), r"video must have shape \(B, 3, T, H, W\).*got \(3, 8, 64, 64\)"),
         (torch.full((1, 3, 8, 64, 64), float("nan")), r"video \(B, 3, T, H, W\).*NaN or infinite"),
         (torch.rand(1, 3, 0, 64, 64), r"video has no frames"),
-        (
-            torch.rand(1, 3, 8, 128, 128),
-            r"built for token grid \(t, h, w\) = \(4, 8, 8\).*\(8, 128, 128\) window",
-        ),
     ],
-    ids=["rank", "nan", "no_frames", "wrong_size"],
+    ids=["rank", "nan", "no_frames"],
 )
 def test_bad_videos_raise_clear_errors(encoder, video, match):
     with pytest.raises(L4PError, match=match):
         model_with(encoder)(video)
+
+
+def test_other_video_sizes_are_fitted_into_the_window_and_mapped_back(encoder):
+    out = model_with(encoder)(torch.rand(1, 3, 8, 128, 96))["depth"]["depth"]
+    assert out.shape == (1, 1, 8, 128, 96) and bool((out > 0).all())
 
 
 def test_fewer_frames_than_a_tubelet_through_the_encoder(encoder):

@@ -1,8 +1,9 @@
 """The backward optical-flow head: a DPT dense head predicting (u, v) in pixels, frame t -> t-1.
 
-Output `flow`: (B, 2, T, H, W), linear (no activation), pixels at the window's resolution; channel 0
-is the horizontal (x, right) and channel 1 the vertical (y, down) displacement from frame t to frame
-t - 1. Frame 0 of a window has no previous frame in the window, so it is excluded from the loss and
+Output `flow`: (B, 2, T, H, W), linear (no activation), pixels; channel 0 is the horizontal (x,
+right) and channel 1 the vertical (y, down) displacement from frame t to frame t - 1. The token-only
+head (matching "none") decodes it at the model window's resolution; with matching "shared" it is at
+the input video's resolution (the shared frame matching's flow plus learned corrections). Frame 0 of a window has no previous frame in the window, so it is excluded from the loss and
 the metrics, and when stitching long videos each later window's first frame keeps the earlier
 window's value.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import torch
+from einops import rearrange
 from pydantic import Field
 
 from l4p_framework import OutputSpec, OverwriteStitcher
@@ -23,9 +25,9 @@ from l4p_framework.blocks.dense_head import (
     dense_target,
     official_to_dense_head,
 )
-from l4p_framework.blocks.matching import LucasKanadeConfig, lucas_kanade_flow, window_video
 from l4p_framework.errors import InputError
 from l4p_framework.features import TokenFeatures
+from l4p_framework.matching import shared_matching
 from l4p_framework.metrics import flow_metrics
 from l4p_framework.specs import EncoderInfo, HeadSpec
 from l4p_framework.viz import flow_to_color
@@ -41,15 +43,15 @@ OFFICIAL_MODULE = "flow_2d_backward"
 class FlowConfig(DenseHeadConfig):
     """Flow head options (decoder architecture: see `DenseHeadConfig`).
 
-    matching: "none" decodes flow from the tokens alone (the official L4P head); "lucas-kanade" adds
-        a pyramidal Lucas-Kanade estimate computed from the window's frames (`batch["video"]`) and a
-        learned per-frame refiner: flow = LK + token flow + refiner correction (see `refiner.py`).
-    lk: the Lucas-Kanade options (`LucasKanadeConfig`: levels, window, iterations, damping).
+    matching: "none" decodes flow from the tokens alone (the official L4P head); "shared" reads the
+        composed model's shared frame matching (`batch["matches"]`, `l4p_framework.matching`, at the
+        input resolution) and adds a learned per-frame refiner's correction at the input resolution,
+        computed from the frames, the matching and the token flow: flow = matching + correction
+        (`refiner.py`).
     refiner_width: channels of the refiner CNN.
     """
 
-    matching: Literal["none", "lucas-kanade"] = "none"
-    lk: LucasKanadeConfig = LucasKanadeConfig()
+    matching: Literal["none", "shared"] = "none"
     refiner_width: int = Field(32, ge=4)
 
 
@@ -68,9 +70,11 @@ class FlowHead(DenseHead):
         token_flow = super().forward(features, batch)
         if self.refiner is None:
             return {"flow": token_flow}
-        video = window_video(batch, (token_flow.shape[0], 3, *token_flow.shape[2:]), NAME)
-        initial, confidence = lucas_kanade_flow(video, **self.config.lk.model_dump())
-        return {"flow": self.refiner(video, initial, confidence, token_flow)}
+        matches, frames, transform = shared_matching(batch, NAME)
+        token_flow = rearrange(
+            transform.invert_flow(rearrange(token_flow, "b c t h w -> b t c h w")), "b t c h w -> b c t h w"
+        )
+        return {"flow": self.refiner(frames, matches, token_flow)}
 
 
 def flow_valid(batch: dict[str, Any], gt: torch.Tensor) -> torch.Tensor:
@@ -157,11 +161,14 @@ def flow_head_spec() -> HeadSpec:
         metrics=flow_head_metrics,
         metric_protocols={"epe": "px, frames 1..T-1", "epe<1": "px", "fl": "kitti fl, >3px & >5%"},
         targets=("flow",),
+        uses_matching=lambda config: config.matching == "shared",
+        matching_baseline=lambda batch, matches: {"flow": matches.backward},
         outputs=(
             OutputSpec(
                 "flow",
                 "(B, 2, T, H, W)",
                 "backward optical flow (u, v) in pixels from frame t to frame t-1; frame 0 undefined",
+                kind="flow",
             ),
         ),
         baseline=flow_baseline,

@@ -1,5 +1,5 @@
-"""The flow head's learned refiner: corrects an initial (Lucas-Kanade) flow with what the frames and
-the token decoder say (`FlowConfig.matching`, see `l4p_framework.blocks.matching`)."""
+"""The flow head's learned refiner: corrects the shared frame matching's flow with what the frames
+and the token decoder say (`FlowConfig.matching = "shared"`, see `l4p_framework.matching`)."""
 
 from __future__ import annotations
 
@@ -8,18 +8,22 @@ from einops import rearrange
 from torch import nn
 
 from l4p_framework.blocks.matching import warp
+from l4p_framework.matching import MatchFeatures
 
 
 class FlowRefiner(nn.Module):
-    """A per-frame CNN that corrects an initial flow with what the frames and the tokens say.
+    """A per-frame CNN at the input resolution that corrects the matching flow.
 
-    Input per frame: the initial flow (2), its confidence (1), the token decoder's flow (2), the
-    current frame (3) and the photometric residual |frame - warp(previous frame, initial flow)| (3).
-    Output: the correction (pixels) added to initial + token flow. The last convolution starts at
-    zero, so an untrained refiner returns initial + token flow exactly.
+    Input per frame: the matching's backward flow (2), its texture confidence (1) and round-trip
+    failure (1), the token decoder's flow (2, upsampled to the input resolution), the current frame
+    (3) and the photometric residual |frame - warp(previous frame, matching flow)| (3). Output: the
+    correction (pixels) added to the matching flow; the token flow is an input, not a term of the
+    sum (at the input resolution the 64x64 decoder's flow is mostly noise that a sum would have to
+    learn to cancel). The last convolution starts at zero, so an untrained refiner returns the
+    matching flow exactly.
     """
 
-    IN_CHANNELS = 11
+    IN_CHANNELS = 12
 
     def __init__(self, width: int = 32) -> None:
         super().__init__()
@@ -35,27 +39,27 @@ class FlowRefiner(nn.Module):
         nn.init.zeros_(self.net[-1].weight)
         nn.init.zeros_(self.net[-1].bias)
 
-    def forward(
-        self, video: torch.Tensor, initial: torch.Tensor, confidence: torch.Tensor, token_flow: torch.Tensor
-    ) -> torch.Tensor:
-        """video (B, 3, T, H, W); initial, token_flow (B, 2, T, H, W) px; confidence (B, 1, T, H, W)
-        -> refined flow (B, 2, T, H, W) px = initial + token_flow + correction."""
-        b = video.shape[0]
-        frames = rearrange(video, "b c t h w -> (b t) c h w")
+    def forward(self, frames: torch.Tensor, matches: MatchFeatures, token_flow: torch.Tensor) -> torch.Tensor:
+        """frames (B, 3, T, H, W) in [0, 1]; matches of those frames; token_flow (B, 2, T, H, W) px
+        -> refined flow (B, 2, T, H, W) px = matches.backward + correction."""
+        b = frames.shape[0]
+        initial = matches.backward
+        current = rearrange(frames, "b c t h w -> (b t) c h w")
         previous = rearrange(
-            torch.cat((video[:, :, :1], video[:, :, :-1]), dim=2), "b c t h w -> (b t) c h w"
+            torch.cat((frames[:, :, :1], frames[:, :, :-1]), dim=2), "b c t h w -> (b t) c h w"
         )
         init = rearrange(initial, "b c t h w -> (b t) c h w")
-        residual = (frames - warp(previous.float(), init.float()).to(frames.dtype)).abs()
+        residual = (current - warp(previous.float(), init.float()).to(current.dtype)).abs()
         x = torch.cat(
             (
                 init,
-                rearrange(confidence, "b c t h w -> (b t) c h w"),
+                rearrange(matches.confidence, "b c t h w -> (b t) c h w"),
+                rearrange(matches.backward_occluded.to(current.dtype), "b c t h w -> (b t) c h w"),
                 rearrange(token_flow, "b c t h w -> (b t) c h w"),
-                frames,
+                current,
                 residual,
             ),
             dim=1,
         )
         correction = rearrange(self.net(x), "(b t) c h w -> b c t h w", b=b)
-        return initial + token_flow + correction
+        return initial + correction

@@ -535,6 +535,7 @@ OUTPUTS = (
         "intrinsics",
         "(B, T, 3, 3)",
         "pixel K at the input resolution (+0.5 pixel-centre convention); the given K when intrinsics are passed",
+        kind="intrinsics",
     ),
 )
 

@@ -41,9 +41,10 @@ from einops import rearrange
 from pydantic import BaseModel, ConfigDict, Field
 
 from l4p_framework.blocks import TrackingDecoder, TrackingWindowOutput, soft_argmax_2d, spatial_mean
-from l4p_framework.blocks.matching import LucasKanadeConfig, chain_tracks, forward_backward_flow, window_video
+from l4p_framework.blocks.matching import chain_tracks
 from l4p_framework.errors import ConfigError, IncompatibleHeadError, InputError
 from l4p_framework.features import TokenFeatures
+from l4p_framework.matching import MatchFeatures, shared_matching
 from l4p_framework.specs import EncoderInfo
 from l4p_framework.windows import Window
 
@@ -79,11 +80,13 @@ class TrackingConfig(BaseModel):
     frame is moved onto the query point and every frame is shifted by the same offset, so a track
     passes exactly through its query and the frame-independent part of the heatmap's localisation
     error cancels (False: the official absolute soft-argmax read-out).
-    matching: "none" (official): positions from the heatmaps; "lucas-kanade": positions by chaining
-    pyramidal Lucas-Kanade flow of the window's frames (`batch["video"]`) from each (re-anchored)
-    query, forwards and backwards (`l4p_framework.blocks.matching`); visibility and depth still
-    come from the decoder, and the memory carries the chained positions to the next window.
-    lk: the Lucas-Kanade options.
+    matching: "none" (official): positions from the heatmaps; "shared": positions by chaining the
+    composed model's shared frame matching (`batch["matches"]`, flow at the input resolution) from
+    each (re-anchored) query, forwards and backwards, with bilinear sub-pixel sampling
+    (`l4p_framework.blocks.matching.chain_tracks`); visibility is the decoder's, except where the
+    chain fails the matching's forward-backward round trip or leaves the image: there the logit is
+    at most -occlusion_logit (occluded). Depth still comes from the decoder, and the memory carries
+    the chained positions to the next window.
     Loss: position (Huber with `huber_delta` or L1, in pixels of a 256 x 256 frame), visibility
     (BCE on logits), depth (scale-invariant log loss); each with its weight.
     """
@@ -102,8 +105,8 @@ class TrackingConfig(BaseModel):
     default_grid: int = Field(16, ge=0)
     detach_memory: bool = False
     anchor_to_query: bool = False
-    matching: Literal["none", "lucas-kanade"] = "none"
-    lk: LucasKanadeConfig = LucasKanadeConfig()
+    matching: Literal["none", "shared"] = "none"
+    occlusion_logit: float = Field(4.0, ge=0)
     position_loss: Literal["huber", "l1"] = "huber"
     huber_delta: float = Field(1.0, gt=0)
     position_weight: float = Field(0.05, ge=0)
@@ -325,31 +328,42 @@ class TrackingHead(TrackingDecoder):
         features: torch.Tensor | None = None,
         feature_labels: torch.Tensor | None = None,
         history: torch.Tensor | None = None,
-        flows: tuple[torch.Tensor, torch.Tensor] | None = None,
+        matching: tuple[MatchFeatures, Any] | None = None,
     ) -> tuple[TrackingWindowOutput, dict[str, torch.Tensor]]:
         """Decode one chunk: queries (B, n, 3) global -> window frame centres, then read out.
 
-        flows: the window's (forward, backward) Lucas-Kanade flow (B, 2, T, H, W) with matching on:
-        the tracks are then chained through it from each query instead of read from the heatmaps.
+        matching: the window's shared (matches, transform) with matching on: the tracks are then
+        chained through the input-resolution flow from each query instead of read from the
+        heatmaps, and returned in model-window pixels like the heatmap tracks.
         """
         t_window = queries[..., :1] - start + 0.5
         q = torch.cat([t_window, queries[..., 1:]], dim=-1).to(tokens.dtype)
         out = self.decode_window(tokens, q, labels, features, feature_labels, history)
-        read = self.read_out(out, positions=flows is None)
-        if flows is not None:
+        read = self.read_out(out, positions=matching is None)
+        if matching is not None:
+            matches, transform = matching
             frame = (torch.round(queries[..., 0]) - start).clamp(0, self.input_size[0] - 1)
-            read["tracks"] = chain_tracks(*flows, queries[..., 1:].float(), frame)
+            tracks, occluded = chain_tracks(
+                matches.forward,
+                matches.backward,
+                transform.map_points_back(queries[..., 1:].float()),
+                frame,
+                matches.forward_occluded,
+                matches.backward_occluded,
+            )
+            read["tracks"] = transform.map_points(tracks)
+            hidden = read["visibility"].clamp_max(-self.config.occlusion_logit)
+            read["visibility"] = torch.where(occluded, hidden, read["visibility"])
         elif self.config.anchor_to_query:
             read["tracks"] = anchor_tracks(read["tracks"], queries, start)
         return out, read
 
-    def window_flows(self, batch: dict, batch_size: int) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """(forward, backward) Lucas-Kanade flow (B, 2, T, H, W) of the window's frames when
-        matching is on, else None."""
+    def window_matching(self, batch: dict) -> tuple[MatchFeatures, Any] | None:
+        """The window's shared (matches, transform) when matching is on, else None."""
         if self.config.matching == "none":
             return None
-        video = window_video(batch, (batch_size, 3, *self.input_size), "tracking")
-        return forward_backward_flow(video, **self.config.lk.model_dump())
+        matches, _, transform = shared_matching(batch, "tracking")
+        return matches, transform
 
     @staticmethod
     def _merge(
@@ -390,14 +404,14 @@ class TrackingHead(TrackingDecoder):
         n = queries.shape[1]
         chunk = self.chunk_size(b)
         fill = empty_outputs(b, n, size, tokens.device)
-        flows = self.window_flows(batch, b)
+        matching = self.window_matching(batch)
         pieces = []
         for i in range(0, n, chunk):
             sl = slice(i, min(n, i + chunk))
             q = queries[:, sl]
             valid = valid_frames(q[..., 0], start, size)
             labels = point_labels(valid.any(-1), torch.ones_like(valid[..., 0]))
-            _, new = self._decode(tokens, q, labels, start, flows=flows)
+            _, new = self._decode(tokens, q, labels, start, matching=matching)
             pieces.append(self._merge(valid, new, {k: v[:, sl] for k, v in fill.items()}))
         return {**self._cat(pieces, fill), "queries": queries}
 
@@ -450,7 +464,7 @@ class TrackingHead(TrackingDecoder):
             last = num_frames is not None and window.start + size >= max(int(num_frames), size)
             keep_next = t_slices
 
-        flows = self.window_flows(batch, b)
+        matching = self.window_matching(batch)
         pieces, features_next, labels_next, history_next = [], [], [], []
         for i, sl in enumerate(memory.chunks()):
             q = memory.queries[:, sl]
@@ -462,7 +476,7 @@ class TrackingHead(TrackingDecoder):
             history = expand_history(
                 memory.history[i], self.processed_video_mask_token.weight, self.token_grid, keep_now
             )
-            out, new = self._decode(tokens, q, labels, window.start, feats, feat_labels, history, flows)
+            out, new = self._decode(tokens, q, labels, window.start, feats, feat_labels, history, matching)
             pieces.append(self._merge(valid, new, {k: v[:, sl] for k, v in carried.items()}))
             if last:
                 continue

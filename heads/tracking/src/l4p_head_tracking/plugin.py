@@ -20,12 +20,15 @@ from .objectives import tracking_loss, tracking_metrics
 OFFICIAL_PREFIX = "l4p_model.task_heads.track_2d."
 
 OUTPUTS = (
-    OutputSpec("tracks", "(B, N, T, 2)", "2D track positions (x, y) in pixels, pixel centres at +0.5"),
+    OutputSpec(
+        "tracks", "(B, N, T, 2)", "2D track positions (x, y) in pixels, pixel centres at +0.5", kind="points"
+    ),
     OutputSpec(
         "visibility",
         "(B, N, T)",
         "visibility logits (sigmoid > 0.5 = visible); -10 at frames before the query (not tracked)",
     ),
+    OutputSpec("queries", "(B, N, 3)", "the query points (t, x, y) in frames and pixels", kind="queries"),
     OutputSpec(
         "track_depth",
         "(B, N, T)",
@@ -100,6 +103,19 @@ def tracking_baseline(batch: dict) -> dict[str, torch.Tensor]:
     }
 
 
+def chained_matching_baseline(batch: dict, matches) -> dict[str, torch.Tensor]:
+    """The shared matching alone: each query chained through its flow (`chain_tracks`, no round-trip
+    test), always visible, depth as in `tracking_baseline`. What the head must beat with matching on."""
+    from l4p_framework.blocks.matching import chain_tracks
+
+    out = tracking_baseline(batch)
+    queries = batch["queries"].float()
+    t = batch["video"].shape[2]
+    frame = queries[..., 0].round().long().clamp(0, t - 1)
+    out["tracks"], _ = chain_tracks(matches.forward, matches.backward, queries[..., 1:], frame)
+    return out
+
+
 def tracking_spec() -> HeadSpec:
     """The `tracking` HeadSpec (2D tracks, visibility and track depth from the final tokens)."""
     return HeadSpec(
@@ -110,6 +126,8 @@ def tracking_spec() -> HeadSpec:
         build=_build,
         loss=tracking_loss,
         metrics=tracking_metrics,
+        uses_matching=lambda config: config.matching == "shared",
+        matching_baseline=chained_matching_baseline,
         metric_protocols={
             "aj": "tap-vid, query first, 256x256",
             "delta_avg": "tap-vid, query first, 256x256",
