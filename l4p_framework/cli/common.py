@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..compose import L4P, compose
 from ..errors import L4PError
-from ..plugins import get_plugin_host
+from ..plugins import PluginHost, get_plugin_host
 from ..registry import load_registry
 
 REPO_REGISTRY = Path(__file__).resolve().parents[2] / "registry.yaml"
@@ -26,23 +26,42 @@ def add_model_arguments(parser) -> None:
     parser.add_argument(
         "--registry", default=None, help="registry.yaml (default: $L4P_REGISTRY, ./registry.yaml, the repo's)"
     )
-    parser.add_argument("--heads", default=None, help="comma-separated heads (default: every installed head)")
+    parser.add_argument(
+        "--heads",
+        default=None,
+        help="comma-separated heads (default: the registry's trained heads; without a registry, every installed head)",
+    )
 
 
 def parse_heads(text: str | None) -> list[str] | None:
     return [h.strip() for h in text.split(",") if h.strip()] if text else None
 
 
-def load_model(registry: str | None, heads: list[str] | None, say=print) -> tuple[L4P, dict[str, bool]]:
+def load_model(
+    registry: str | None, heads: list[str] | None, say=print, host: PluginHost | None = None
+) -> tuple[L4P, dict[str, bool]]:
     """The composed model and, per head, whether it has trained weights.
 
-    Heads in the registry load their weights; installed heads without registered weights are
-    added untrained (and reported as such). Without a registry every head is untrained on the
-    `tiny` encoder.
+    heads=None means the registry's installed heads that have trained weights, so installing a
+    plugin (or scaffolding one with `l4p new-head`) never changes what a default run computes;
+    named heads without registered weights are added untrained (and reported as such). Without a
+    registry every installed head is untrained on the `tiny` encoder.
     """
-    host = get_plugin_host()
+    host = host or get_plugin_host()
     registry = None if registry == "none" else (registry or default_registry())
-    wanted = heads or sorted(host.heads())
+    reg = load_registry(registry) if registry is not None else None
+    if heads:
+        wanted = heads
+    elif reg is not None:
+        installed = host.heads()
+        wanted = [h for h, e in reg.registry.heads.items() if e.weights and h in installed]
+    else:
+        wanted = sorted(host.heads())
+    if not wanted and reg is not None:
+        raise L4PError(
+            f"{registry} has no trained head whose plugin is installed; train one (l4p-train-head --plugin "
+            "NAME) or name the heads to run untrained with --heads"
+        )
     if not wanted:
         raise L4PError("no heads are installed; install a head plugin (e.g. pip install -e heads/depth)")
     for name in wanted:
@@ -50,7 +69,6 @@ def load_model(registry: str | None, heads: list[str] | None, say=print) -> tupl
     if registry is None:
         say("l4p: no registry.yaml found: running untrained heads on the tiny test encoder")
         return compose(wanted, host=host), dict.fromkeys(wanted, False)
-    reg = load_registry(registry)
     trained = [h for h in wanted if h in reg.registry.heads and reg.registry.heads[h].weights]
     model = L4P.from_registry(reg, heads=trained, host=host)
     for name in wanted:

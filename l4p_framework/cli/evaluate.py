@@ -42,6 +42,22 @@ def parse_size(text: str) -> tuple[int, int]:
     return h, w
 
 
+def build_dataset(spec, split: str, options: dict):
+    """spec.build(split, **options), with a one-line error naming the options a dataset refuses."""
+    from pydantic import ValidationError
+
+    try:
+        return spec.build(split, **options)
+    except TypeError as exc:
+        raise InputError(
+            f"dataset {spec.name!r} does not take the options {sorted(options)} ({exc}); pass only the "
+            "options its reader documents (`l4p plugins --json` lists the datasets)"
+        ) from None
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise InputError(f"dataset {spec.name!r} options: {problems}") from None
+
+
 def run_eval(args) -> int:
     from ..evaluation import evaluate, format_table
 
@@ -60,7 +76,7 @@ def run_eval(args) -> int:
         options = {**defaults, **options}
     elif args.size:
         options = {"size": [height, width], **options}
-    dataset = spec.build(args.split, **options)
+    dataset = build_dataset(spec, args.split, options)
     heads = list(model.heads)
     results = evaluate(model, dataset, heads, args.num_clips, args.known_intrinsics)
     labelled = {name + ("" if trained[name] else " (untrained)"): r for name, r in results.items()}

@@ -121,3 +121,54 @@ def test_demo_and_eval_print_tables(tmp_path, capsys):
     assert (tmp_path / "demo" / "depth.png").is_file() and (tmp_path / "demo" / "all.gif").is_file()
     assert main(["eval", "--heads", "depth", "--num-clips", "2", "--registry", "none"]) == 0
     assert "depth (untrained)" in capsys.readouterr().out
+
+
+def test_eval_at_an_input_size_prints_protocols(tmp_path, capsys):
+    """`l4p eval --size` renders clips at that size, runs the letterboxed path of `l4p run` and scores
+    at the input resolution."""
+    import json
+
+    report = tmp_path / "eval.json"
+    args = ["eval", "--heads", "flow,depth", "--num-clips", "1", "--size", "48x80", "--registry", "none"]
+    assert main([*args, "--json", str(report)]) == 0
+    printed = capsys.readouterr().out
+    assert "1 clips at 48x80" in printed and "abs_rel (scale per sequence, depth)" in printed
+    results = json.loads(report.read_text())
+    assert results["depth"]["protocol"]["abs_rel"] == "scale per sequence, depth"
+    assert "matching" not in results["flow"]  # the registry-less flow head is token-only
+    assert main(["eval", "--size", "48by80", "--registry", "none"]) == 2
+    assert "--size must be HxW" in capsys.readouterr().err
+
+
+def test_an_installed_untrained_head_does_not_change_a_default_run():
+    """Default heads = the registry's trained heads: a newly installed (e.g. scaffolded) head runs
+    only when named with --heads."""
+    import dataclasses
+
+    from l4p_framework import hookimpl
+    from l4p_framework.cli.common import REPO_REGISTRY, load_model
+    from l4p_framework.registry import load_registry
+    from l4p_framework.testing import fresh_host
+
+    class Scaffold:
+        @hookimpl
+        def l4p_heads(self):
+            return [dataclasses.replace(fresh_host(entrypoints=True).get_head("depth"), name="scaffold")]
+
+    host = fresh_host(Scaffold(), entrypoints=True)
+    assert "scaffold" in host.heads()
+    trained = [h for h, e in load_registry(REPO_REGISTRY).registry.heads.items() if e.weights]
+    said = []
+    model, flags = load_model(str(REPO_REGISTRY), None, say=said.append, host=host)
+    assert list(model.heads) == trained and all(flags.values()) and said == []
+    model, flags = load_model(str(REPO_REGISTRY), ["depth", "scaffold"], say=said.append, host=host)
+    assert list(model.heads) == ["depth", "scaffold"] and flags == {"depth": True, "scaffold": False}
+    assert "scaffold" in said[0] and "untrained" in said[0]
+
+
+def test_eval_says_which_dataset_options_a_reader_refuses(tmp_path, capsys):
+    args = ["eval", "--heads", "depth", "--registry", "none", "--data", "sintel", f"root={tmp_path}"]
+    assert main([*args, "num_frames=24"]) == 2
+    err = capsys.readouterr().err
+    assert "dataset 'sintel' does not take the options" in err and "num_frames" in err
+    assert "Traceback" not in err

@@ -7,6 +7,7 @@ import torch
 from toy_heads import ToyPlugin, toy_spec
 
 from l4p_framework import L4P, compose
+from l4p_framework.data.video import FrameTransform
 from l4p_framework.errors import InputError, PluginError
 from l4p_framework.testing import fresh_host, tiny_encoder
 from l4p_framework.windows import pingpong_indices, plan_windows
@@ -91,6 +92,10 @@ def test_other_sizes_are_letterboxed_and_outputs_come_back_at_the_input_size(hos
     assert squashed.shape == (1, 1, 8, 60, 90) and not torch.equal(out, squashed)
     with pytest.raises(InputError, match="resize mode"):
         model(video, resize="stretch")
+    # the same as fitting the frames into the window by hand and resampling the outputs back
+    transform = FrameTransform.from_sizes((60, 90), (64, 64), "letterbox")
+    fitted = transform.apply(video[0])[None]
+    torch.testing.assert_close(out, transform.invert_map(model(fitted)["a"]["value"]), rtol=0, atol=1e-6)
 
 
 def test_heads_are_plain_modules_and_l4p_from_encoder(host):

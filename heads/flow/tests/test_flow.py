@@ -234,3 +234,16 @@ def test_matching_config_is_validated():
         FlowConfig(matching="lucas-kanade")
     with pytest.raises(ValueError):
         FlowConfig(matching="block")
+
+
+def test_eval_prints_the_matching_alone_beside_the_head(encoder):
+    """`evaluate` scores a head that reads the shared matching against the matching alone: with an
+    untrained refiner (output = the matching flow) both columns are equal; at the input size."""
+    from l4p_framework.data.synth4d.dataset import Synth4D
+    from l4p_framework.evaluation import evaluate
+
+    model = model_with(encoder, SHARED)
+    data = Synth4D("test", num_frames=8, height=48, width=80, num_queries=4)
+    results = evaluate(model, data, ["flow"], num_clips=1)["flow"]
+    assert results["model"]["epe"] == pytest.approx(results["matching"]["epe"], abs=1e-6)
+    assert results["model"]["epe"] < results["baseline"]["epe"]  # DIS beats zero flow
