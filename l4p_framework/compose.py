@@ -264,7 +264,7 @@ class L4P(nn.Module):
             elif kind == "queries":
                 v = torch.cat((v[..., :1], transform.map_points_back(v[..., 1:])), dim=-1)
             elif kind == "intrinsics":
-                v = torch.linalg.inv(transform._affine(v)) @ v
+                v = transform.invert_intrinsics(v)
             mapped[key] = v
         return mapped
 

@@ -379,6 +379,10 @@ class FrameTransform:
         A = self._affine(Kmat)
         return A @ Kmat if isinstance(Kmat, torch.Tensor) else A @ np.asarray(Kmat, dtype=np.float64)
 
+    def invert_intrinsics(self, Kmat: torch.Tensor) -> torch.Tensor:
+        """K' (..., 3, 3) of the output frame -> K of the input frame (A^-1 @ K'), torch."""
+        return torch.linalg.inv(self._affine(Kmat)) @ Kmat
+
     def map_points(self, xy: Any) -> Any:
         """Input pixel coordinates (..., 2) (x, y) -> output pixel coordinates."""
         s, o = self.scale, self.offset

@@ -85,6 +85,13 @@ class PoseConfig(BaseModel):
     robust_iters: Cauchy IRLS rounds of every fit of the ray solver (0 = plain least squares).
     chain_method: how windows are chained through their overlap by `PoseStitcher` ("poses": rotation
         from the camera orientations, scale and translation from the centres; "centres": Umeyama).
+    chain_scale: the scale of each window in the chain. "same" (default): every window keeps the
+        scale of the first (its translations are in units of its first frame's median depth, as the
+        head was trained with depth_normalized_loss, and that depth changes little between windows
+        8 frames apart), with the rotation and translation still fitted on the overlap; "fit": the
+        scale fitted on the overlap's camera centres, which on the shipped model comes out ~0.7 per
+        window (the decoder predicts smaller steps late in a window), so long trajectories shrink
+        geometrically and freeze.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -97,6 +104,7 @@ class PoseConfig(BaseModel):
     depth_normalized_loss: bool = True
     robust_iters: int = Field(5, ge=0, le=50)
     chain_method: Literal["poses", "centres"] = "poses"
+    chain_scale: Literal["same", "fit"] = "same"
 
     def hook_layers(self, info: EncoderInfo) -> tuple[int, int, int, int]:
         """The four encoder blocks this head reads on encoder `info`."""
@@ -259,7 +267,13 @@ class PoseStitchState:
 
 
 def chain_step(
-    chained: torch.Tensor, window: torch.Tensor, start: int, overlap: int, method: str = "poses", **kwargs
+    chained: torch.Tensor,
+    window: torch.Tensor,
+    start: int,
+    overlap: int,
+    method: str = "poses",
+    scale: torch.Tensor | None = None,
+    **kwargs,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Map one window's poses into the chained frame through its overlap (one streaming step).
 
@@ -267,6 +281,8 @@ def chain_step(
     window: (B, T_w, 4, 4) the new window's poses in its own frame; start: its first global frame (>= 1);
     overlap: frames it shares with the chained ones; kwargs: `chain_windows` options (points, valid,
     frame_step, threshold, ...; point maps cover the `overlap + 1` anchor frames / `overlap` window frames).
+    scale: (B,) a given Sim(3) scale: the rotation is still fitted, and the translation is the least-
+    squares one for that scale and rotation over the overlap's camera centres.
     Uses `geometry.chain_windows` on an anchor made of the chained frames [start - 1, start + overlap)
     and the window's overlap frames, so the cost is bounded by the overlap, not the video length.
     Returns (window poses in the chained frame (B, T_w, 4, 4) float64, s (B,), R (B, 3, 3), t (B, 3),
@@ -287,6 +303,10 @@ def chain_step(
     anchor = chained[:, start - 1 : start + overlap].double()
     res = chain_windows([anchor, win[:, :overlap]], [0, 1], method=method, **kwargs)
     s, rot, t = (x[:, 1].double().clone() for x in (res.s, res.R, res.t))
+    if scale is not None:
+        s = scale.to(s)
+        centres = torch.einsum("bij,btj->bti", rot, win[:, :overlap, :3, 3])
+        t = (chained[:, start : start + overlap, :3, 3].double() - s[:, None, None] * centres).mean(1)
     return transform_poses(win, s, rot, t), s, rot, t, res.success[:, 1]
 
 
@@ -295,15 +315,16 @@ class PoseStitcher:
 
     Each window's `poses` (relative to its own first camera, at its own scale) are mapped by the Sim(3)
     fitted between its overlap frames and the already-chained trajectory (`chain_step`, method "poses"
-    or "centres"), and overwrite the overlap (later windows win, as the official driver). The result is
+    or "centres"; with scale "same" the Sim(3) keeps the previous window's scale, see
+    `PoseConfig.chain_scale`), and overwrite the overlap (later windows win, as the official driver). The result is
     camera-to-world relative to the first camera of the video, at the first window's scale. Stitched
     `rays` keep, per frame, the last window's rays (relative to that window's first camera);
     `intrinsics` are overwritten too: in fixed mode the head already reports the first window's K for
     every window (see the module docstring), with given K they are the given K.
     """
 
-    def __init__(self, method: Literal["poses", "centres"] = "poses") -> None:
-        self.method = method
+    def __init__(self, method: Literal["poses", "centres"] = "poses", scale: Literal["same", "fit"] = "same"):
+        self.method, self.scale = method, scale
         self.rest = OverwriteStitcher({"rays": 2, "intrinsics": 1})
 
     def merge(
@@ -318,7 +339,8 @@ class PoseStitcher:
             state.success.append(torch.ones(b, dtype=torch.bool, device=poses.device))
             state.poses = chained
         else:
-            chained, s, _, _, ok = chain_step(state.poses, poses, start, overlap, self.method)
+            same = state.scales[-1] if self.scale == "same" else None
+            chained, s, _, _, ok = chain_step(state.poses, poses, start, overlap, self.method, scale=same)
             state.scales.append(s)
             state.success.append(ok)
             end = start + tw
@@ -570,7 +592,7 @@ def pose_head_spec() -> HeadSpec:
         targets=("intrinsics", "poses"),
         outputs=OUTPUTS,
         baseline=pose_baseline,
-        stitcher=lambda config: PoseStitcher(config.chain_method),
+        stitcher=lambda config: PoseStitcher(config.chain_method, config.chain_scale),
         visualize=visualize_pose,
         inputs=("intrinsics",),
         official_key_map=official_key_map,
