@@ -85,13 +85,14 @@ class PoseConfig(BaseModel):
     robust_iters: Cauchy IRLS rounds of every fit of the ray solver (0 = plain least squares).
     chain_method: how windows are chained through their overlap by `PoseStitcher` ("poses": rotation
         from the camera orientations, scale and translation from the centres; "centres": Umeyama).
-    chain_scale: the scale of each window in the chain. "same" (default): every window keeps the
-        scale of the first (its translations are in units of its first frame's median depth, as the
-        head was trained with depth_normalized_loss, and that depth changes little between windows
-        8 frames apart), with the rotation and translation still fitted on the overlap; "fit": the
-        scale fitted on the overlap's camera centres, which on the shipped model comes out ~0.7 per
-        window (the decoder predicts smaller steps late in a window), so long trajectories shrink
-        geometrically and freeze.
+    chain_scale: the scale of each window in the chain. "fit" (default): fitted on the overlap's
+        camera centres, exact for an unbiased decoder whose windows each have their own scale;
+        "same": every window keeps the scale of the first (its translations are in units of its first
+        frame's median depth when the head was trained with depth_normalized_loss, a depth that
+        changes little between windows 8 frames apart), rotation and translation still fitted on the
+        overlap. The shipped model uses "same": its decoder predicts smaller steps late in a window,
+        so the fitted scale comes out ~0.7 per window and long trajectories shrink geometrically and
+        freeze.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -104,7 +105,7 @@ class PoseConfig(BaseModel):
     depth_normalized_loss: bool = True
     robust_iters: int = Field(5, ge=0, le=50)
     chain_method: Literal["poses", "centres"] = "poses"
-    chain_scale: Literal["same", "fit"] = "same"
+    chain_scale: Literal["fit", "same"] = "fit"
 
     def hook_layers(self, info: EncoderInfo) -> tuple[int, int, int, int]:
         """The four encoder blocks this head reads on encoder `info`."""
@@ -323,7 +324,7 @@ class PoseStitcher:
     every window (see the module docstring), with given K they are the given K.
     """
 
-    def __init__(self, method: Literal["poses", "centres"] = "poses", scale: Literal["same", "fit"] = "same"):
+    def __init__(self, method: Literal["poses", "centres"] = "poses", scale: Literal["fit", "same"] = "fit"):
         self.method, self.scale = method, scale
         self.rest = OverwriteStitcher({"rays": 2, "intrinsics": 1})
 
