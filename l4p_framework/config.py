@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from pydantic import BaseModel, ValidationError
@@ -17,20 +19,109 @@ from .suggest import did_you_mean
 M = TypeVar("M", bound=BaseModel)
 
 
-def load_yaml(path: str | os.PathLike, error: type[ConfigError] = ConfigError) -> dict:
-    """A YAML mapping from `path` (error names the file when missing or malformed)."""
+MAX_YAML_NODES = 100_000
+"""Most values a YAML file may expand to through its aliases (a config holds a few hundred)."""
+
+_PLAIN_TAGS = {f"tag:yaml.org,2002:{t}" for t in ("str", "int", "float", "bool", "null", "seq", "map")}
+
+
+def load_yaml(
+    path: str | os.PathLike, error: type[ConfigError] = ConfigError, *, interpolation: bool = True
+) -> dict:
+    """A YAML mapping from `path`; a one-line `error` naming the file when it is missing or malformed.
+
+    Refused before any value is built: tags other than the plain YAML types (``!!python/...``
+    would construct objects), aliases expanding to more than MAX_YAML_NODES values (a "billion
+    laughs" document) and recursive aliases. `interpolation=False` also refuses ``${...}`` values
+    (OmegaConf would resolve ``${oc.env:VAR}`` from the environment): files from elsewhere, such
+    as a registry, hold plain values only.
+    """
     path = Path(path)
     if not path.is_file():
         raise error(f"config file {path} does not exist")
     try:
-        data = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
-    except (OmegaConfBaseException, OSError, ValueError) as exc:
-        raise error(f"{path} is not valid YAML: {exc}") from None
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise error(f"{path} cannot be read as UTF-8 text ({exc}); is it a YAML file?") from None
+    try:
+        _check_yaml_events(text, path, error)
+        conf = OmegaConf.load(io.StringIO(text))
+        if not interpolation:
+            _refuse_interpolation(OmegaConf.to_container(conf, resolve=False), path, error)
+        data = OmegaConf.to_container(conf, resolve=True)
+    except yaml.YAMLError as exc:
+        raise error(f"{path} is not valid YAML ({_yaml_problem(exc)}); fix the syntax") from None
+    except (OmegaConfBaseException, ValueError) as exc:
+        raise error(f"{path} is not a valid config: {_one_line(str(exc))}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise error(f"{path} must hold a mapping at the top level, found {type(data).__name__}")
     return data
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """'line 3, column 7: did not find expected key' from a PyYAML error (one line)."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    return _one_line(where + problem)
+
+
+def _check_yaml_events(text: str, path: Path, error: type[ConfigError]) -> None:
+    """Walk the parser events of `text` (no value is built) and refuse non-plain tags, recursive
+    aliases and alias expansion beyond MAX_YAML_NODES values."""
+    expanded: dict[str, int] = {}  # anchor -> number of values the anchored node expands to
+    open_nodes: list[list] = []  # [anchor, values so far] of each collection being parsed
+    for event in yaml.parse(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
+        line = event.start_mark.line + 1
+        tag = getattr(event, "tag", None)
+        if tag is not None and tag not in _PLAIN_TAGS and tag != "!":
+            raise error(
+                f"{path}: line {line} has the YAML tag {tag.replace('tag:yaml.org,2002:', '!!')}; "
+                "l4p config files hold plain values only (tags can construct Python objects), remove it"
+            )
+        if isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent)):
+            open_nodes.append([event.anchor, 1])
+            continue
+        if isinstance(event, (yaml.SequenceEndEvent, yaml.MappingEndEvent)):
+            anchor, size = open_nodes.pop()
+        elif isinstance(event, yaml.ScalarEvent):
+            anchor, size = event.anchor, 1
+        elif isinstance(event, yaml.AliasEvent):
+            if any(node[0] == event.anchor for node in open_nodes):
+                raise error(f"{path}: line {line}: alias *{event.anchor} refers to a node containing it")
+            anchor, size = None, expanded.get(event.anchor, 1)  # undefined: the loader reports it
+        else:
+            continue
+        if anchor is not None:
+            expanded[anchor] = size
+        if open_nodes:
+            open_nodes[-1][1] += size
+            if open_nodes[-1][1] > MAX_YAML_NODES:
+                raise error(
+                    f"{path}: line {line}: YAML aliases expand this document to more than "
+                    f"{MAX_YAML_NODES} values (a 'billion laughs' document); write the values out"
+                )
+
+
+def _refuse_interpolation(data: Any, path: Path, error: type[ConfigError], key: str = "") -> None:
+    """Raise `error` at the first string value holding an OmegaConf ``${...}`` interpolation."""
+    if isinstance(data, dict):
+        for k, v in data.items():
+            _refuse_interpolation(v, path, error, f"{key}.{k}" if key else str(k))
+    elif isinstance(data, list):
+        for i, v in enumerate(data):
+            _refuse_interpolation(v, path, error, f"{key}[{i}]")
+    elif isinstance(data, str) and "${" in data:
+        raise error(
+            f"{path}: {key} is {data!r}, an interpolation; this file may not use ${{...}} (it could "
+            "read environment variables or other keys), write the value itself"
+        )
 
 
 def apply_overrides(
@@ -76,11 +167,16 @@ def merge_configs(
     base: dict | None = None,
     error: type[ConfigError] = ConfigError,
     model: type[BaseModel] | None = None,
+    *,
+    interpolation: bool = True,
 ) -> dict:
-    """Merge `base`, then each YAML file in order, then the overrides (checked against `model`)."""
+    """Merge `base`, then each YAML file in order, then the overrides (checked against `model`).
+
+    `interpolation=False`: the files may not hold ``${...}`` values (see `load_yaml`).
+    """
     conf = OmegaConf.create(base or {})
     for f in files:
-        conf = OmegaConf.merge(conf, OmegaConf.create(load_yaml(f, error)))
+        conf = OmegaConf.merge(conf, OmegaConf.create(load_yaml(f, error, interpolation=interpolation)))
     return apply_overrides(OmegaConf.to_container(conf, resolve=True), overrides, error=error, model=model)
 
 

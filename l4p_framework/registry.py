@@ -131,9 +131,15 @@ def load_registry(
     overrides: Sequence[str] = (),
     extra_files: Sequence[str | os.PathLike] = (),
 ) -> RegistryFile:
-    """Merge `path`, `extra_files` and key=value overrides (OmegaConf), then validate (pydantic)."""
+    """Merge `path`, `extra_files` and key=value overrides (OmegaConf), then validate (pydantic).
+
+    The files hold plain values: ``${...}`` interpolations (``${oc.env:VAR}`` reads the
+    environment), YAML tags and alias bombs are refused with a one-line RegistryError.
+    """
     path = Path(path)
-    data = merge_configs([path, *extra_files], overrides, error=RegistryError, model=Registry)
+    data = merge_configs(
+        [path, *extra_files], overrides, error=RegistryError, model=Registry, interpolation=False
+    )
     registry = validate(Registry, data, str(path), error=RegistryError)
     return RegistryFile(registry, path, path.resolve().parent)
 

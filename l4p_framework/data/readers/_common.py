@@ -20,6 +20,7 @@ import torch
 
 from ... import batch as K
 from ...errors import DataError, InputError
+from .safe_pickle import read_npy
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 ZIP_MAGIC = b"PK\x03\x04"
@@ -241,11 +242,15 @@ class ArrayBundle:
         return self[key] if key in self else default
 
 
-def load_arrays(path: str | Path, *, allow_pickle: bool = False, required: Sequence[str] = ()) -> ArrayBundle:
+def load_arrays(
+    path: str | Path, *, bytes_keys: Sequence[str] = (), required: Sequence[str] = ()
+) -> ArrayBundle:
     """Open an `.npz` file (eagerly read) or a folder of `.npy` files (lazily read) as an ArrayBundle.
 
-    Checks the zip magic number before numpy sees the file (so random bytes never reach the
-    pickle loader), reports truncated archives and entries, and checks `required` keys.
+    Checks the zip magic number before numpy sees the file, reports truncated archives and
+    entries, and checks `required` keys. Nothing is unpickled except the entries named in
+    `bytes_keys`, which may be object arrays of bytes (e.g. JPEG frames): those are read by the
+    restricted unpickler of `safe_pickle.read_npy`; any other object array is a DataError.
     """
     p = Path(path)
     if p.is_dir():
@@ -254,7 +259,7 @@ def load_arrays(path: str | Path, *, allow_pickle: bool = False, required: Seque
             raise data_error(p, "folder holds no .npy arrays", "point at the folder of <key>.npy files")
 
         def loader(f: Path):
-            return lambda: _load_npy(f, allow_pickle)
+            return lambda: _load_npy(f, f.stem in bytes_keys)
 
         bundle = ArrayBundle(p, {k: loader(f) for k, f in files.items()})
     else:
@@ -268,8 +273,11 @@ def load_arrays(path: str | Path, *, allow_pickle: bool = False, required: Seque
                 "not an .npz file",
             )
         try:
-            with np.load(io.BytesIO(data), allow_pickle=allow_pickle) as npz:
-                arrays = {k: npz[k] for k in npz.files}
+            arrays = {}
+            with zipfile.ZipFile(io.BytesIO(data)) as zf:
+                for name in zf.namelist():
+                    key = name.removesuffix(".npy")
+                    arrays[key] = read_npy(zf.read(name), f"{p} [{key}]", object_of_bytes=key in bytes_keys)
         except (zipfile.BadZipFile, EOFError, OSError, zlib.error) as e:
             raise data_error(
                 p,
@@ -326,14 +334,11 @@ def _npy_header_shape(fh: Any, where: Path) -> tuple[int, ...]:
     return tuple(shape)
 
 
-def _load_npy(path: Path, allow_pickle: bool) -> np.ndarray:
+def _load_npy(path: Path, object_of_bytes: bool) -> np.ndarray:
     data = read_bytes(path)
     if not data.startswith(NPY_MAGIC):
         raise data_error(path, f"wrong magic number {data[:6]!r} (expected '\\x93NUMPY')", "not a .npy file")
-    try:
-        return np.load(io.BytesIO(data), allow_pickle=allow_pickle)
-    except (ValueError, EOFError, OSError) as e:
-        raise data_error(path, f"truncated or corrupt .npy file ({e})", "re-generate it") from None
+    return read_npy(data, path, object_of_bytes=object_of_bytes)
 
 
 def check_size(path: Path | str, arr: np.ndarray, height: int, width: int, what: str) -> np.ndarray:

@@ -16,12 +16,13 @@ visible are dropped) or "strided" (every `query_stride` frames, each point visib
 tracks are repeated per query). The benchmark evaluates at 256 x 256: pass size=(256, 256)
 (default resize_mode "squash", as tapnet does).
 
-Pickles can run code when loaded: only open files from a trusted source.
+A pickle can name any function for the loader to call, so the file is read by the restricted
+unpickler of `safe_pickle`, which rebuilds numpy arrays, scalars and bytes only: a crafted file
+gives a DataError and runs nothing.
 """
 
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,7 @@ from ._common import (
     track_sample,
     video_tensor,
 )
+from .safe_pickle import safe_loads
 
 SPLITS = ("val", "test")
 PROVIDES = (K.VIDEO, K.QUERIES, K.TRACKS, K.VISIBILITY)
@@ -50,8 +52,9 @@ PROVIDES = (K.VIDEO, K.QUERIES, K.TRACKS, K.VISIBILITY)
 def load_tapvid_pickle(path: str | Path) -> list[tuple[str, dict[str, Any]]]:
     """Load a TAP-Vid pickle -> [(video name, example)], examples checked for keys and shapes.
 
-    Raises DataError (naming the file) for a file that is not a pickle, is truncated, has
-    another top-level type, or whose examples lack ``video``/``points``/``occluded``.
+    Raises DataError (naming the file) for a file that is not a pickle, is truncated, names a
+    global other than numpy's array reconstructors (see `safe_pickle`), has another top-level
+    type, or whose examples lack ``video``/``points``/``occluded``.
     """
     p = Path(path)
     data = read_bytes(p)
@@ -63,16 +66,7 @@ def load_tapvid_pickle(path: str | Path) -> list[tuple[str, dict[str, Any]]]:
             f"wrong magic number {data[:2]!r} (expected a pickle, protocol >= 2, b'\\x80')",
             "not a TAP-Vid pickle",
         )
-    try:
-        obj = pickle.loads(data)
-    except (EOFError, pickle.UnpicklingError, ValueError, TypeError) as e:
-        raise data_error(
-            p, f"truncated or corrupt pickle ({type(e).__name__}: {e})", "re-download the TAP-Vid pickle"
-        ) from None
-    except (ImportError, AttributeError) as e:
-        raise data_error(
-            p, f"pickle needs an unavailable module ({e})", "install numpy or re-create the file"
-        ) from None
+    obj = safe_loads(data, p)  # DataError for a refused global or a truncated/corrupt pickle
     if isinstance(obj, dict):
         items = [(str(k), v) for k, v in obj.items()]
     elif isinstance(obj, (list, tuple)):
@@ -98,10 +92,21 @@ def _check_example(path: Path, name: str, ex: Any) -> None:
                 f"{where}: missing key {key!r} (keys present: {', '.join(map(str, ex))}); "
                 "not a TAP-Vid example"
             )
-    points, occ = np.asarray(ex["points"]), np.asarray(ex["occluded"])
+    points, occ = _numeric(where, "points", ex["points"]), _numeric(where, "occluded", ex["occluded"])
     check_shape(where, "points", points, (None, None, 2), "N, T, (x, y) normalised")
     check_shape(where, "occluded", occ, points.shape[:2], "N, T")
     video = ex["video"]
+    if not isinstance(video, (np.ndarray, list, tuple)):
+        raise DataError(
+            f"{where}: video is a {type(video).__name__}, expected uint8 [T, H, W, 3] or a list of JPEG bytes"
+        )
+    if not (isinstance(video, np.ndarray) and video.dtype != object):
+        for i, frame in enumerate(video):
+            if not isinstance(frame, (bytes, bytearray)):  # bytes(int) would allocate that many bytes
+                raise DataError(
+                    f"{where}: video frame {i} is a {type(frame).__name__}, expected JPEG bytes; "
+                    "the file is corrupt"
+                )
     T = len(video)
     if T != points.shape[1]:
         raise DataError(
@@ -109,6 +114,18 @@ def _check_example(path: Path, name: str, ex: Any) -> None:
         )
     if isinstance(video, np.ndarray) and video.dtype != object:
         check_shape(where, "video", video, (T, None, None, 3), "T, H, W, RGB uint8")
+
+
+def _numeric(where: str, key: str, value: Any) -> np.ndarray:
+    """`value` as a bool/int/float numpy array; DataError for ragged or non-numeric data."""
+    try:
+        arr = np.asarray(value)
+    except (ValueError, TypeError):
+        arr = None
+    if arr is None or arr.dtype.kind not in "biuf":
+        got = type(value).__name__ if arr is None else f"{arr.dtype} array"
+        raise DataError(f"{where}: {key} is a {got}, expected a numeric array; the file is corrupt")
+    return arr
 
 
 def decode_video(video: Any, where: str) -> np.ndarray:

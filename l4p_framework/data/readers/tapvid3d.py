@@ -63,17 +63,24 @@ def read_tapvid3d_npz(path: str | Path, *, decode: bool = True) -> dict[str, Any
     Returns video uint8 [T, H, W, 3] (or the raw JPEG bytes list when decode=False),
     queries_xyt float32 [N, 3], tracks_xyz float32 [T, N, 3] (camera frame, metres),
     visibility bool [T, N], fx_fy_cx_cy float64 [4], extrinsics_w2c float64 [T, 4, 4] or None.
-    DataError (naming the file) for a bad magic number, truncation, missing keys, bad shapes or
-    undecodable JPEG frames.
+    DataError (naming the file) for a bad magic number, truncation, missing keys, bad shapes,
+    pickled objects other than the bytes of ``images_jpeg_bytes``, or undecodable JPEG frames.
     """
     p = Path(path)
-    b = load_arrays(p, allow_pickle=True)
+    # JPEG frames may be an object array of bytes (pickled by numpy): only that entry is unpickled,
+    # by the restricted unpickler of safe_pickle; every numeric array is read with allow_pickle=False
+    b = load_arrays(p, bytes_keys=("images_jpeg_bytes",))
     b.require("images_jpeg_bytes", "queries_xyt", "visibility")
     tracks = np.asarray(b[_first_key(b, "tracks_XYZ", "tracks_xyz")], dtype=np.float32)
     intr = np.asarray(b[_first_key(b, "fx_fy_cx_cy", "intrinsics")], dtype=np.float64).reshape(-1)
     queries = np.asarray(b["queries_xyt"], dtype=np.float32)
     vis = np.asarray(b["visibility"]).astype(bool)
-    jpegs = list(b["images_jpeg_bytes"])
+    frames = b["images_jpeg_bytes"]
+    if frames.ndim != 1 or frames.dtype.kind not in "OS":  # object arrays hold only bytes (read_npy)
+        raise data_error(
+            p, f"images_jpeg_bytes is a {frames.dtype} array {list(frames.shape)}, expected [T] JPEG bytes"
+        )
+    jpegs = list(frames)
     T = len(jpegs)
     check_shape(p, "tracks_XYZ", tracks, (T, None, 3), "T, N, XYZ metres")
     N = tracks.shape[1]
