@@ -1,8 +1,16 @@
-"""`l4p run INPUT`: every head on a video file or image folder, streamed in windows; exports."""
+"""`l4p run INPUT`: every head on a video file or image folder, streamed in windows; exports.
+
+Each video's outputs go to OUT/NAME/ (NAME: the video file's stem, or the image folder's name), built
+in a hidden OUT/.NAME.partial-PID-XXXX/ and renamed into place only once every file is written: a full
+disk or Ctrl-C removes the hidden folder and leaves an earlier OUT/NAME/ as it was; a SIGKILL can leave
+only the hidden folder, which the next run into OUT deletes (see `l4p_framework.io.atomic_folder`).
+"""
 
 from __future__ import annotations
 
 import csv
+import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +18,7 @@ import torch
 from einops import rearrange
 
 from ..errors import InputError, L4PError
+from ..io import atomic_folder
 from .common import Progress, add_model_arguments, load_model, parse_heads
 
 VIDEO_SUFFIXES = {".mp4", ".mov", ".webm", ".avi", ".mkv", ".gif"}
@@ -26,17 +35,55 @@ def register(sub) -> dict:
     )
     p.add_argument("--intrinsics", default=None, help="known camera intrinsics fx,fy,cx,cy in input pixels")
     p.add_argument("--resize", choices=["letterbox", "crop", "squash"], default="letterbox")
-    p.add_argument("--out", default="l4p-out", help="output folder (one subfolder per video)")
+    p.add_argument(
+        "--out",
+        default="l4p-out",
+        help="output folder: each video's files go to OUT/NAME/ (NAME = the video file's stem or the "
+        "image folder's name), written complete or not at all",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing OUT/NAME/ whole (default: refuse to touch it)",
+    )
     p.add_argument("--no-ply", action="store_true", help="skip the per-frame PLY point clouds")
     return {"run": run_command}
 
 
-def _inputs(path: Path) -> list[Path]:
+def _inputs(path: Path) -> list[tuple[Path, str]]:
+    """(video, output name) pairs: a video file, each video of a folder of videos, or an image folder."""
     if path.is_dir():
         videos = sorted(p for p in path.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES)
         if videos:
-            return videos
-    return [path]
+            return [(v, v.stem) for v in videos]
+        return [(path, path.resolve().name or "frames")]
+    return [(path, path.stem)]
+
+
+def _check_outputs(jobs: list[tuple[Path, str]], out_root: Path, overwrite: bool) -> None:
+    """Refuse two videos with one output name, an input inside its own OUT/NAME/ (--overwrite would
+    delete it), and an existing OUT/NAME/ unless --overwrite."""
+    seen: dict[str, Path] = {}
+    for video, name in jobs:
+        out = out_root / name
+        if name in seen:
+            raise InputError(
+                f"{seen[name].name} and {video.name} in {video.parent} would both write {out}; "
+                "rename one or run them separately"
+            )
+        seen[name] = video
+        if out.resolve() == video.resolve() or out.resolve() in video.resolve().parents:
+            raise InputError(f"input {video} lies inside its output folder {out}; choose another --out")
+        try:
+            occupied = out.is_symlink() or out.is_file() or (out.is_dir() and any(out.iterdir()))
+        except OSError as exc:
+            raise L4PError(f"cannot read output folder {out}: {exc.strerror or exc}") from None
+        if occupied and not overwrite:
+            raise L4PError(_exists_message(out))
+
+
+def _exists_message(out: Path) -> str:
+    return f"output folder {out} already exists; pass --overwrite to replace it or choose another --out"
 
 
 def parse_intrinsics(text: str) -> torch.Tensor:
@@ -77,19 +124,19 @@ def run_command(args) -> int:
     source = Path(args.input)
     if not source.exists():
         raise InputError(f"input {source} does not exist")
-    model, _ = load_model(args.registry, parse_heads(args.heads))
     out_root = Path(args.out)
+    jobs = _inputs(source)
+    _check_outputs(jobs, out_root, args.overwrite)
+    model, _ = load_model(args.registry, parse_heads(args.heads))
     try:
         out_root.mkdir(parents=True, exist_ok=True)
-        probe = out_root / ".l4p-write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
+        fd, probe = tempfile.mkstemp(prefix=".l4p-write-test-", dir=out_root)  # unique: runs may share OUT
+        os.close(fd)
+        os.unlink(probe)
     except OSError as exc:
         raise L4PError(f"cannot write to output folder {out_root}: {exc.strerror or exc}") from None
-    for video in _inputs(source):
-        run_one(
-            model, video, out_root / video.stem if video != source or source.is_file() else out_root, args
-        )
+    for video, name in jobs:
+        run_one(model, video, out_root / name, args)
     return 0
 
 
@@ -115,11 +162,20 @@ def run_one(model, path: Path, out: Path, args) -> None:
             resize=args.resize,
         )
     progress.done()
-    out.mkdir(parents=True, exist_ok=True)
     arrays = export_arrays(outputs)
-    np.savez_compressed(out / "results.npz", **arrays)
-    written = ["results.npz"]
-    written += export_geometry(outputs, arrays, src.size, K_in, default_intrinsics, out, not args.no_ply)
+    try:
+        with atomic_folder(out, overwrite=args.overwrite) as tmp:
+            np.savez_compressed(tmp / "results.npz", **arrays)
+            written = ["results.npz"]
+            written += export_geometry(
+                outputs, arrays, src.size, K_in, default_intrinsics, tmp, not args.no_ply
+            )
+    except FileExistsError:  # another run published OUT/NAME/ while this one was computing
+        raise L4PError(_exists_message(out)) from None
+    except OSError as exc:
+        raise L4PError(
+            f"cannot write outputs of {path} to {out}: {exc.strerror or exc}; free space or choose another --out"
+        ) from None
     print(f"{path}: {src.num_frames or '?'} frames -> {out}/ ({', '.join(written)})")
 
 

@@ -68,7 +68,7 @@ def test_run_on_image_folder(tmp_path):
         )
         == 0
     )
-    assert np.load(tmp_path / "o" / "results.npz")["depth/depth"].shape == (1, 5, 32, 32)
+    assert np.load(tmp_path / "o" / "frames" / "results.npz")["depth/depth"].shape == (1, 5, 32, 32)
 
 
 @pytest.mark.parametrize("case", ["empty-file", "corrupt-file", "empty-folder", "unwritable-out", "missing"])
