@@ -31,7 +31,12 @@ def test_entry_point_registers_the_head():
     host = fresh_host(entrypoints=True, strict=True)
     spec = host.get_head("tracking")
     assert spec.distribution == "l4p-head-tracking"
-    assert [o.shape for o in spec.outputs] == ["(B, N, T, 2)", "(B, N, T)", "(B, N, T)"]
+    assert [(o.name, o.shape, o.resolved_kind) for o in spec.outputs] == [
+        ("tracks", "(B, N, T, 2)", "points"),
+        ("visibility", "(B, N, T)", "other"),
+        ("queries", "(B, N, 3)", "queries"),
+        ("track_depth", "(B, N, T)", "other"),
+    ]
 
 
 def test_shapes_8_frame_clip_and_20_frame_video(model, run, clip8, clip20):
