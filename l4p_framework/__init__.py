@@ -18,6 +18,7 @@ from .errors import (
 )
 from .features import TokenFeatures
 from .hooks import hookimpl
+from .matching import MatchConfig, MatchFeatures, compute_matches
 from .plugins import PluginHost, get_plugin_host
 from .registry import Registry, load_registry
 from .specs import DatasetSpec, EncoderInfo, EncoderSpec, HeadSpec, OutputSpec, SubcommandSpec
@@ -26,6 +27,9 @@ from .stitching import DisparityAffineStitcher, OverwriteStitcher
 __version__ = "0.1.0"
 
 __all__ = [
+    "MatchConfig",
+    "MatchFeatures",
+    "compute_matches",
     "L4P",
     "ConfigError",
     "DataError",

@@ -211,7 +211,8 @@ class L4P(nn.Module):
             if transform is None:
                 transform = batch["transform"]
                 queries = None if queries is None else _queries_to_model(queries, transform)
-                intrinsics = None if intrinsics is None else transform.apply_to_intrinsics(intrinsics.float())
+                if intrinsics is not None:
+                    intrinsics = transform.apply_to_intrinsics(check_intrinsics(intrinsics).float())
             features = self.encode(batch["video"])
             if plan is not None:
                 if window.index >= len(plan) or plan[window.index].start != window.start:
@@ -395,6 +396,25 @@ def _queries_to_model(queries: torch.Tensor, transform: FrameTransform) -> torch
             f"(0 <= x <= {w}, 0 <= y <= {h} input pixels)"
         )
     return torch.cat((queries[..., :1], transform.map_points(xy)), dim=-1)
+
+
+def check_intrinsics(K: torch.Tensor) -> torch.Tensor:
+    """K (..., 3, 3) pixel intrinsics: finite, positive focal lengths, last row (0, 0, 1); else InputError."""
+    check_tensor("intrinsics", K, "(..., 3, 3) pixel K")
+    if K.shape[-2:] != (3, 3):
+        raise InputError(f"intrinsics must be 3x3 matrices (..., 3, 3), got {tuple(K.shape)}")
+    fx, fy = K[..., 0, 0], K[..., 1, 1]
+    if bool((fx <= 0).any()) or bool((fy <= 0).any()):
+        raise InputError(
+            f"intrinsics need positive focal lengths fx, fy in pixels, got fx in [{float(fx.min()):.4g}, "
+            f"{float(fx.max()):.4g}], fy in [{float(fy.min()):.4g}, {float(fy.max()):.4g}]"
+        )
+    last = K[..., 2, :].double()
+    if not torch.allclose(last, last.new_tensor([0.0, 0.0, 1.0]).expand_as(last), atol=1e-6):
+        raise InputError(
+            "intrinsics must have the last row (0, 0, 1) (pixel K = [[fx, s, cx], [0, fy, cy], [0, 0, 1]])"
+        )
+    return K
 
 
 def _per_frame_intrinsics(intrinsics: torch.Tensor | None, b: int, t: int) -> torch.Tensor | None:

@@ -9,6 +9,7 @@ only the hidden folder, which the next run into OUT deletes (see `l4p_framework.
 from __future__ import annotations
 
 import csv
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -91,6 +92,8 @@ def parse_intrinsics(text: str) -> torch.Tensor:
         fx, fy, cx, cy = (float(v) for v in text.split(","))
     except ValueError:
         raise InputError(f"--intrinsics must be fx,fy,cx,cy (four numbers), got {text!r}") from None
+    if not (fx > 0 and fy > 0) or not all(math.isfinite(v) for v in (fx, fy, cx, cy)):
+        raise InputError(f"--intrinsics needs positive, finite focal lengths fx,fy in pixels, got {text!r}")
     return torch.tensor([[fx, 0, cx], [0, fy, cy], [0, 0, 1.0]])
 
 
@@ -102,6 +105,8 @@ def parse_queries(text: str, size: tuple[int, int]) -> torch.Tensor:
             n = int(text[5:])
         except ValueError:
             raise InputError(f"--queries grid:N needs an integer N, got {text!r}") from None
+        if not 1 <= n <= 1000:
+            raise InputError(f"--queries grid:N needs 1 <= N <= 1000 (N x N points on frame 0), got {text!r}")
         xs = torch.linspace(0, w, n + 2)[1:-1]
         ys = torch.linspace(0, h, n + 2)[1:-1]
         gy, gx = torch.meshgrid(ys, xs, indexing="ij")

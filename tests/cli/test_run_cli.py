@@ -172,3 +172,34 @@ def test_eval_says_which_dataset_options_a_reader_refuses(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "dataset 'sintel' does not take the options" in err and "num_frames" in err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        (["--intrinsics", "0,0,48,32"], "positive, finite focal lengths"),
+        (["--intrinsics=-100,100,48,32"], "positive, finite focal lengths"),
+        (["--queries", "grid:-3"], "1 <= N <= 1000"),
+    ],
+)
+def test_run_refuses_bad_intrinsics_and_query_grids_in_one_line(tmp_path, capsys, option, message):
+    video = write_video(tmp_path / "v.mp4", np.zeros((4, 32, 48, 3), np.uint8), fps=8)
+    args = ["run", str(video), "--out", str(tmp_path / "o"), "--registry", "none", "--heads", "tracking,pose"]
+    assert main([*args, *option]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_model_refuses_zero_and_negative_focal_lengths():
+    import torch
+
+    from l4p_framework import compose
+    from l4p_framework.errors import InputError
+
+    model = compose(["pose"])
+    K = torch.tensor([[[0.0, 0, 32], [0, 0.0, 32], [0, 0, 1]]])
+    with pytest.raises(InputError, match="positive focal lengths"):
+        model(torch.rand(1, 3, 8, 64, 64), intrinsics=K)
+    K = torch.tensor([[[50.0, 0, 32], [0, 50.0, 32], [0, 1, 1]]])
+    with pytest.raises(InputError, match="last row"):
+        model(torch.rand(1, 3, 8, 64, 64), intrinsics=K)

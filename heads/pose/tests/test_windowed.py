@@ -95,7 +95,8 @@ def test_known_intrinsics_pass_through_exactly(encoder, video_batch):
 
 def test_use_batch_intrinsics_false_estimates(encoder, video_batch):
     model = perfect_model(encoder, video_batch, PoseConfig(use_batch_intrinsics=False))
-    K = video_batch["intrinsics"] * 2.0
+    K = video_batch["intrinsics"].clone()
+    K[..., :2, :] *= 2.0  # a valid but wrong K: fx, fy, cx, cy doubled
     with torch.no_grad():
         out = model(video_batch["video"], intrinsics=K)["pose"]
     assert torch.allclose(out["intrinsics"], video_batch["intrinsics"], rtol=1e-4, atol=1e-3)
