@@ -173,7 +173,7 @@ def run_one(model, path: Path, out: Path, args) -> None:
             np.savez_compressed(tmp / "results.npz", **arrays)
             written = ["results.npz"]
             written += export_geometry(
-                outputs, arrays, src.size, K_in, default_intrinsics, tmp, not args.no_ply
+                outputs, arrays, src.size, K_in, default_intrinsics, tmp, not args.no_ply, src.fps
             )
     except FileExistsError:  # another run published OUT/NAME/ while this one was computing
         raise L4PError(_exists_message(out)) from None
@@ -193,13 +193,15 @@ def export_arrays(outputs: dict) -> dict[str, np.ndarray]:
     }
 
 
-def export_geometry(outputs, arrays, in_size, K_in, default_intrinsics, out: Path, ply: bool) -> list[str]:
+def export_geometry(
+    outputs, arrays, in_size, K_in, default_intrinsics, out: Path, ply: bool, fps: float | None = None
+) -> list[str]:
     from ..geometry import save_intrinsics_json, save_ply, save_tum, unproject_depth
 
     written = []
     poses = outputs.get("pose", {}).get("poses")
     if poses is not None:
-        save_tum(out / "trajectory.tum", poses[0].float(), torch.arange(poses.shape[1], dtype=torch.float64))
+        save_tum(out / "trajectory.tum", poses[0].float(), fps=fps)  # seconds (frame index without a rate)
         written.append("trajectory.tum")
     if "pose/intrinsics" in arrays:
         save_intrinsics_json(out / "intrinsics.json", torch.from_numpy(arrays["pose/intrinsics"]), in_size)

@@ -203,3 +203,18 @@ def test_model_refuses_zero_and_negative_focal_lengths():
     K = torch.tensor([[[50.0, 0, 32], [0, 50.0, 32], [0, 1, 1]]])
     with pytest.raises(InputError, match="last row"):
         model(torch.rand(1, 3, 8, 64, 64), intrinsics=K)
+
+
+def test_run_trajectory_timestamps_are_seconds_and_queries_input_pixels(tmp_path, capsys):
+    video = _video(tmp_path / "clip.mp4")  # 10 frames at 10 fps, 48 x 80
+    out = tmp_path / "out"
+    args = ["run", str(video), "--heads", "pose,tracking", "--out", str(out), "--registry", "none"]
+    assert main([*args, "--queries", "grid:2", "--no-ply"]) == 0, capsys.readouterr().err
+    lines = (out / "clip" / "trajectory.tum").read_text().splitlines()
+    stamps = [float(line.split()[0]) for line in lines if not line.startswith("#")]
+    assert stamps == pytest.approx([i / 10 for i in range(10)])
+    results = np.load(out / "clip" / "results.npz")
+    # grid:2 on the 80 x 48 input: x at 80/3, 160/3 and y at 16, 32 input pixels, frame 0
+    assert results["tracking/queries"][:, 1:] == pytest.approx(
+        np.array([[80 / 3, 16], [160 / 3, 16], [80 / 3, 32], [160 / 3, 32]]), abs=1e-4
+    )
