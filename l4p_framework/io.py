@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from safetensors import SafetensorError
+
 from .errors import L4PError
 
 
@@ -31,28 +33,47 @@ def _umask() -> int:
     return mask
 
 
+class WriteError(L4PError):
+    """A file could not be written (full disk, no permission); the file's previous content is intact."""
+
+    def __init__(self, path: str | os.PathLike, reason: str):
+        self.path = Path(path)
+        self.reason = reason
+        super().__init__(
+            f"cannot write {self.path}: {reason}; free disk space (or choose another output folder) and rerun "
+            "(training: with --resume)"
+        )
+
+
+def _reason(exc: BaseException) -> str:
+    return (exc.strerror if isinstance(exc, OSError) else None) or str(exc) or type(exc).__name__
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     """Call write(tmp_path) on a temp file beside `path`, fsync it, then rename it onto `path`.
 
-    On any failure (full disk, interrupt) the temp file is removed and `path` keeps its old
-    content: a reader never sees a half-written file.
+    The temp file is `.NAME.tmp-PID-XXXX`; those left beside `path` by a killed process (PID gone) are
+    deleted first. On any failure the temp file is removed and `path` keeps its old content: a reader
+    never sees a half-written file. An OSError or SafetensorError (full disk) becomes a WriteError.
     """
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise L4PError(f"cannot create folder {path.parent} for {path.name}: {exc}") from None
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    remove_stale_folders(path)
+    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
     try:
-        write(tmp)
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))  # normal permissions (umask)
+        write(str(tmp))
         with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the file normal permissions
+            os.fsync(f.fileno())  # a late ENOSPC/EIO surfaces before the rename
         os.replace(tmp, path)
+    except (OSError, SafetensorError) as exc:
+        tmp.unlink(missing_ok=True)
+        raise WriteError(path, _reason(exc)) from None
     except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        tmp.unlink(missing_ok=True)
         raise
     return path
 
@@ -89,20 +110,24 @@ def _pid_alive(pid: int) -> bool:
 
 
 def remove_stale_folders(path: str | os.PathLike) -> list[Path]:
-    """Delete the hidden `.NAME.partial-PID-*` / `.NAME.old-PID-*` siblings of `path` whose PID is gone.
+    """Delete the hidden `.NAME.partial-PID-*` / `.NAME.old-PID-*` folders and `.NAME.tmp-PID-*` files
+    beside `path` whose PID is gone.
 
-    A folder of a process that still runs (another `l4p run` into the same place) is kept. Returns the
-    folders deleted.
+    Those of a process that still runs (another `l4p run` into the same place) are kept. Returns the
+    paths deleted.
     """
     path = Path(path)
     if not path.parent.is_dir():
         return []
-    pattern = re.compile(rf"\.{re.escape(path.name)}\.(?:partial|old)-(\d+)-\w+")
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.(?:partial|old|tmp)-(\d+)-\w+")
     removed = []
     for entry in path.parent.iterdir():
         match = pattern.fullmatch(entry.name)
         if match and not _pid_alive(int(match[1])):
-            shutil.rmtree(entry, ignore_errors=True)
+            try:
+                _remove(entry)
+            except OSError:  # removed meanwhile, or not ours to remove: leave it
+                continue
             removed.append(entry)
     return removed
 

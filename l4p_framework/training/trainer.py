@@ -37,7 +37,7 @@ from ..compose import L4P, encoder_from_registry
 from ..config import validate
 from ..errors import ConfigError, L4PError, RegistryError
 from ..features import TokenFeatures
-from ..io import sha256_file
+from ..io import WriteError, sha256_file
 from ..plugins import PluginHost, get_plugin_host
 from ..registry import HeadEntry, RegistryFile, load_registry
 from ..specs import HeadSpec, Layer
@@ -462,9 +462,10 @@ class Trainer:
             return
         try:
             save_state(self.checkpoint_file, self._state(step))
-        except OSError as exc:
+        except (OSError, WriteError) as exc:
+            reason = exc.reason if isinstance(exc, WriteError) else exc
             raise L4PError(
-                f"could not write the checkpoint {self.checkpoint_file} at step {step} ({exc}); the previous "
+                f"could not write the checkpoint {self.checkpoint_file} at step {step} ({reason}); the previous "
                 "checkpoint is intact: free space and rerun with --resume"
             ) from None
 
@@ -734,12 +735,17 @@ class Trainer:
                 registry_path = self.reg.path
             else:
                 commit_files(staged, lambda: None)
-        except OSError as exc:
+        except (OSError, WriteError) as exc:
             for tmp, _ in staged:
                 tmp.unlink(missing_ok=True)
+            reason = str(exc)
+            if isinstance(exc, WriteError):  # name the target, not its hidden staging file
+                final = {_staging(t): t for t in [*targets.values(), encoder_target] if t is not None}
+                reason = f"{final.get(exc.path, exc.path)}: {exc.reason}"
             raise L4PError(
-                f"could not write the trained weights or the registry ({exc}); the previous weights files and "
-                "registry are unchanged (the run's last checkpoint is in "
+                f"could not write the trained weights or the registry ({reason}); the previous weights files and "
+                "registry are unchanged; free disk space (or choose another weights_dir) and rerun (the run's last "
+                "checkpoint is in "
                 f"{self.out_dir if c.checkpoint_every else 'no checkpoint: checkpoint_every=0'})"
             ) from None
         except BaseException:
