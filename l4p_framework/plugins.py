@@ -18,10 +18,11 @@ from importlib import metadata
 from typing import Any
 
 import pluggy
+from pydantic import BaseModel
 
 from . import hooks
 from .errors import PluginError
-from .specs import DatasetSpec, EncoderSpec, HeadSpec, PluginRecord, SubcommandSpec
+from .specs import DatasetSpec, EncoderSpec, HeadSpec, OutputSpec, PluginRecord, SubcommandSpec
 from .suggest import did_you_mean
 
 ENTRY_POINT_GROUP = "l4p"
@@ -76,7 +77,7 @@ class PluginHost:
                 continue
             try:
                 plugin = ep.load()
-            except Exception as exc:
+            except (Exception, SystemExit) as exc:  # sys.exit() at import fails one plugin, not the CLI
                 self._fail(_Plugin(ep.name, dist, version), f"import failed: {_describe(exc)}", exc)
                 continue
             self.register(plugin, name=ep.name, distribution=dist, version=version)
@@ -117,6 +118,9 @@ class PluginHost:
         spec_type = _HOOK_TYPES[hook_name]
         found: dict[str, Any] = {}
         owners: dict[str, list[_Plugin]] = {}
+        kind = hook_name.removeprefix("l4p_")
+        for p in self._plugins.values():  # recollecting (after a failure) must not list specs twice
+            p.provides.pop(kind, None)
         for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
             record = self._plugins.get(impl.plugin_name)
             if record is None or record.status != "active":
@@ -128,7 +132,9 @@ class PluginHost:
                     raise TypeError(
                         f"{hook_name} returned {type(bad[0]).__name__}, expected {spec_type.__name__}"
                     )
-            except Exception as exc:
+                for spec in specs:
+                    _check_fields(spec)
+            except (Exception, SystemExit) as exc:
                 self._fail(record, f"{hook_name}() failed: {_describe(exc)}", exc)
                 continue
             for spec in specs:
@@ -138,7 +144,7 @@ class PluginHost:
                     update["distribution_version"] = record.version
                 owners.setdefault(spec.name, []).append(record)
                 found.setdefault(spec.name, dataclasses.replace(spec, **update))
-                record.provides.setdefault(hook_name.removeprefix("l4p_"), []).append(spec.name)
+                record.provides.setdefault(kind, []).append(spec.name)
         for name, recs in owners.items():
             if len(recs) > 1:
                 dists = " and ".join(f"{r.distribution} (plugin {r.name!r})" for r in recs)
@@ -152,6 +158,30 @@ class PluginHost:
                     raise found[name]
         self._cache[hook_name] = found
         return found
+
+    def fail_provider(
+        self, hook_name: str, spec_name: str, message: str, exc: BaseException | None = None
+    ) -> str:
+        """Mark failed the plugin whose `hook_name` spec `spec_name` broke when used; returns its name.
+
+        For callers that run plugin code themselves (the CLI calling a subcommand's add_arguments).
+        Raises PluginError in strict mode.
+        """
+        kind = hook_name.removeprefix("l4p_")
+        record = next(
+            (
+                p
+                for p in self._plugins.values()
+                if p.status == "active" and spec_name in p.provides.get(kind, [])
+            ),
+            None,
+        )
+        if record is None:  # not from a known active plugin: nothing to record
+            if self.strict:
+                raise PluginError(f"{kind[:-1]} {spec_name!r} {message} [L4P_STRICT_PLUGINS is set]") from exc
+            return "<unknown>"
+        self._fail(record, f"{kind[:-1]} {spec_name!r} {message}", exc)
+        return record.name
 
     def _get(self, hook_name: str, name: str, what: str):
         specs = self._collect(hook_name)
@@ -205,6 +235,35 @@ class PluginHost:
             )
             for p in self._plugins.values()
         ]
+
+
+_HEAD_CALLABLES = ("layers", "build", "loss", "metrics", "stitcher")
+_HEAD_OPTIONAL_CALLABLES = ("visualize", "baseline", "official_key_map", "uses_matching", "matching_baseline")
+
+
+def _check_fields(spec: Any) -> None:
+    """Raise TypeError naming every field of `spec` whose type is plainly wrong (a minimal check)."""
+    problems = [] if isinstance(spec.name, str) else [f"name must be a str, got {spec.name!r}"]
+    if isinstance(spec, HeadSpec):
+        problems += [f"{f} must be callable" for f in _HEAD_CALLABLES if not callable(getattr(spec, f))]
+        problems += [
+            f"{f} must be callable or None"
+            for f in _HEAD_OPTIONAL_CALLABLES
+            if getattr(spec, f) is not None and not callable(getattr(spec, f))
+        ]
+        # lists are accepted as well as the annotated tuples: plugins written that way work
+        if not (
+            isinstance(spec.outputs, tuple | list) and all(isinstance(o, OutputSpec) for o in spec.outputs)
+        ):
+            problems.append(f"outputs must be a tuple of OutputSpec, got {spec.outputs!r}")
+        for f in ("targets", "inputs"):
+            value = getattr(spec, f)
+            if not (isinstance(value, tuple | list) and all(isinstance(v, str) for v in value)):
+                problems.append(f"{f} must be a tuple of str, got {value!r}")
+        if not (isinstance(spec.config_model, type) and issubclass(spec.config_model, BaseModel)):
+            problems.append(f"config_model must be a pydantic BaseModel subclass, got {spec.config_model!r}")
+    if problems:
+        raise TypeError(f"{type(spec).__name__} {spec.name!r}: " + "; ".join(problems))
 
 
 def _describe(exc: BaseException) -> str:

@@ -215,13 +215,30 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable]]:
 
     from ..plugins import get_plugin_host
 
-    for name, spec in get_plugin_host().subcommands().items():
+    host = get_plugin_host()
+    for name, spec in host.subcommands().items():
         if name in handlers:
             continue
         p = sub.add_parser(name, help=f"{spec.help} [plugin {spec.distribution}]")
-        spec.add_arguments(p)
+        try:
+            spec.add_arguments(p)
+        except Exception as exc:  # one broken plugin must not take down every other command
+            _drop_subparser(sub, name)
+            message = f"add_arguments() failed: {type(exc).__name__}: {exc}"
+            plugin = host.fail_provider("l4p_subcommands", name, message, exc)  # raises if strict
+            print(
+                f"l4p: warning: skipped command {name!r} of plugin {plugin!r} ({spec.distribution}): {message}",
+                file=sys.stderr,
+            )
+            continue
         handlers[name] = spec.run
     return parser, handlers
+
+
+def _drop_subparser(sub: argparse._SubParsersAction, name: str) -> None:
+    """Remove subcommand `name` from the choices and the help listing (argparse has no public way)."""
+    del sub.choices[name]
+    sub._choices_actions = [a for a in sub._choices_actions if a.dest != name]
 
 
 def run_cli(func: Callable[[], int]) -> int:
