@@ -33,6 +33,7 @@ from .blocks.matching import (
     sample_bilinear,
 )
 from .errors import InputError, check_tensor
+from .geometry.camera import pixel_centers
 
 if TYPE_CHECKING:
     from .data.video import FrameTransform
@@ -219,12 +220,9 @@ def round_trip_fails(flow: torch.Tensor, other: torch.Tensor, alpha: float, beta
     """
     h, w = flow.shape[-2:]
     flow = flow.contiguous()
-    ys, xs = torch.meshgrid(
-        torch.arange(h, device=flow.device, dtype=flow.dtype) + 0.5,
-        torch.arange(w, device=flow.device, dtype=flow.dtype) + 0.5,
-        indexing="ij",
+    target = rearrange(flow, "n c h w -> n h w c") + pixel_centers(
+        (h, w), device=flow.device, dtype=flow.dtype
     )
-    target = rearrange(flow, "n c h w -> n h w c") + torch.stack((xs, ys), dim=-1)
     back = sample_bilinear(other.contiguous(), target)
     error = (flow + back).square().sum(1, keepdim=True)
     bound = alpha * (flow.square().sum(1, keepdim=True) + back.square().sum(1, keepdim=True)) + beta

@@ -18,6 +18,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from ..geometry.camera import pixel_centers
+
 
 class LucasKanadeConfig(BaseModel):
     """Options of `lucas_kanade_flow`, for heads whose config offers frame matching.
@@ -54,13 +56,8 @@ def warp(image: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
 
     image: (N, C, H, W); flow: (N, 2, H, W) pixels -> (N, C, H, W).
     """
-    h, w = image.shape[-2:]
-    ys, xs = torch.meshgrid(
-        torch.arange(h, device=image.device, dtype=flow.dtype) + 0.5,
-        torch.arange(w, device=image.device, dtype=flow.dtype) + 0.5,
-        indexing="ij",
-    )
-    return sample_bilinear(image, torch.stack((xs + flow[:, 0], ys + flow[:, 1]), dim=-1))
+    centres = pixel_centers(tuple(image.shape[-2:]), device=image.device, dtype=flow.dtype)
+    return sample_bilinear(image, centres + rearrange(flow, "n c h w -> n h w c"))
 
 
 def _gradients(image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
