@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import torch
@@ -178,6 +178,7 @@ class L4P(nn.Module):
         on_window: Any = None,
         num_frames: int | None = None,
         resize: str = "letterbox",
+        on_frames: Callable[[str, dict[str, torch.Tensor], int], None] | None = None,
     ) -> dict[str, dict]:
         """Like forward, from an iterable of frames (B, 3, H, W) float in [0, 1]: bounded memory.
 
@@ -193,6 +194,13 @@ class L4P(nn.Module):
         batch["frames"] (the window at (H, W)), batch["transform"] (the `FrameTransform` between
         them) and, when a running head `uses_matching`, batch["matches"]: the shared frame matching
         of batch["frames"] (`compute_matches`, once per window whatever the number of such heads).
+
+        Streaming: with `on_frames`, the time-indexed outputs of every head whose stitcher can
+        `release` frames (`Stitcher`) are handed over as soon as they are final, in order, as
+        on_frames(head, outputs, first_frame) with outputs covering frames [first_frame, first_frame
+        + L) (the outputs' own layout, e.g. (B, 1, L, H, W)), and are left out of the returned
+        dict, which keeps the rest (e.g. poses, tracks). At most about two windows of such outputs
+        are held in memory, whatever the video's length.
         """
         heads = list(heads or self.heads)
         missing = [h for h in heads if h not in self.heads]
@@ -205,7 +213,20 @@ class L4P(nn.Module):
         t = 0
         transform = None
         plan = plan_windows(max(num_frames, size), size, self.window_stride) if num_frames else None
+        streamed = {h for h in heads if on_frames is not None and hasattr(stitchers[h], "release")}
+        delivered = dict.fromkeys(streamed, 0)
+
+        def hand_over(name: str, outputs: dict[str, torch.Tensor]) -> None:
+            dims = self._time_dims(name)
+            outputs = {k: v for k, v in outputs.items() if dims.get(k) is not None}
+            if outputs:
+                on_frames(name, outputs, delivered[name])
+                key, value = next(iter(outputs.items()))
+                delivered[name] += value.shape[dims[key]]
+
         for window, frames_in, index in iter_windows(frames, size, self.window_stride):
+            for name in streamed:
+                hand_over(name, stitchers[name].release(states[name], window.start))
             t = max(t, int(index.max()) + 1)
             batch = self.window_batch({"video": frames_in, "window": window}, heads, resize)
             if transform is None:
@@ -234,7 +255,15 @@ class L4P(nn.Module):
                 states[name] = stitchers[name].merge(states[name], outputs, window.start, window.overlap)
             if on_window is not None:
                 on_window(window)
-        return {name: self._crop(name, stitchers[name].finalize(states[name]), t) for name in heads}
+            del batch, features, frames_in, outputs  # not alive while the next window is matched
+        results = {}
+        for name in heads:
+            outputs = self._crop(name, stitchers[name].finalize(states[name]), t - delivered.get(name, 0))
+            if name in streamed:
+                hand_over(name, outputs)
+                outputs = {k: v for k, v in outputs.items() if self._time_dims(name).get(k) is None}
+            results[name] = outputs
+        return results
 
     def _run_window(self, name: str, features: TokenFeatures, batch: dict, memory: Any):
         module = self.heads[name]
@@ -269,8 +298,13 @@ class L4P(nn.Module):
             mapped[key] = v
         return mapped
 
+    def _time_dims(self, name: str) -> dict[str, int | None]:
+        """Output name -> index of its time axis (None when it has none), from head `name`'s spec."""
+        return {o.name: time_dim(o.shape) for o in self.specs[name].outputs}
+
     def _crop(self, name: str, outputs: dict[str, torch.Tensor], t: int) -> dict[str, torch.Tensor]:
-        dims = {o.name: time_dim(o.shape) for o in self.specs[name].outputs}
+        """`outputs` cut to their first `t` frames (drops ping-pong padding)."""
+        dims = self._time_dims(name)
         return {
             k: v.narrow(dims[k], 0, t) if dims.get(k) is not None and v.shape[dims[k]] > t else v
             for k, v in outputs.items()

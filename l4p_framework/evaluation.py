@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -54,13 +54,20 @@ def matching_metrics(model: L4P, name: str, batch: dict, matches) -> dict[str, f
 
 
 def evaluate(
-    model: L4P, dataset, heads: Sequence[str], num_clips: int, known_intrinsics: bool = False
+    model: L4P,
+    dataset,
+    heads: Sequence[str],
+    num_clips: int,
+    known_intrinsics: bool = False,
+    on_batch: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, dict[str, dict[str, float]]]:
     """Mean metrics per head over `num_clips` samples.
 
     Returns {head: {"model": {metric: value}, "baseline": {...}, "protocol": {metric: note}}}, the
     notes from the head's `metric_protocols`, and for heads that read the shared frame matching
     "matching": the metrics of the matching alone on the whole clip (`HeadSpec.matching_baseline`).
+    on_batch, if given, is called with each collated batch before the model runs (e.g. to record
+    the clips' sizes).
     """
     from .data.collate import collate
 
@@ -69,6 +76,8 @@ def evaluate(
     )
     for i in range(min(num_clips, len(dataset))):
         batch = collate([dataset[i]])
+        if on_batch is not None:
+            on_batch(batch)
         outputs = run_on_batch(model, batch, heads, known_intrinsics)
         matches = (
             compute_matches(batch["video"], model.matching) if any(map(model.uses_matching, heads)) else None

@@ -142,16 +142,29 @@ def _box_mean(x: torch.Tensor, size: int) -> torch.Tensor:
     return box / (count(h)[:, None] * count(w))
 
 
+CHUNK_PIXELS = 4_000_000
+"""Texture confidence and round-trip tests run on this many pixels at a time (frames or frame
+pairs): the same values in bounded memory at any resolution."""
+
+
 def texture_confidence(video: torch.Tensor) -> torch.Tensor:
     """Texture confidence of each frame: video (B, 3, T, H, W) in [0, 1] -> (B, 1, T, H, W) in [0, 1].
 
     See `MatchFeatures.confidence`; gradients are central differences (replicated borders).
     """
     grey = torch.einsum("bcthw,c->bthw", video.float(), video.new_tensor(_GREY_WEIGHTS, dtype=torch.float32))
-    gx, gy = _gradients(rearrange(grey, "b t h w -> (b t) 1 h w"))
+    grey = rearrange(grey, "b t h w -> (b t) 1 h w")
+    step = max(1, CHUNK_PIXELS // (grey.shape[-2] * grey.shape[-1]))  # frames at a time: bounded memory
+    confidence = torch.cat([_frame_confidence(chunk) for chunk in grey.split(step)])
+    return rearrange(confidence, "(b t) 1 h w -> b 1 t h w", b=video.shape[0])
+
+
+def _frame_confidence(grey: torch.Tensor) -> torch.Tensor:
+    """grey (F, 1, H, W) -> (F, 1, H, W) texture confidence in [0, 1] (`texture_confidence`)."""
+    gx, gy = _gradients(grey)
     a, bb, c = _box_mean(torch.cat((gx * gx, gx * gy, gy * gy), dim=1), CONFIDENCE_WINDOW).split(1, dim=1)
     lam = ((a + c) / 2 - torch.sqrt(((a - c) / 2).square() + bb.square())).clamp_min(0)
-    return rearrange(lam / (lam + CONFIDENCE_SCALE), "(b t) 1 h w -> b 1 t h w", b=video.shape[0])
+    return lam / (lam + CONFIDENCE_SCALE)
 
 
 def _dis_min_size(patch_size: int, finest_scale: int) -> tuple[int, int]:
@@ -270,8 +283,13 @@ def compute_matches(video: torch.Tensor, config: MatchConfig | None = None) -> M
         fwd = rearrange(forward[:, :, :-1], "b c t h w -> (b t) c h w")
         bwd = rearrange(backward[:, :, 1:], "b c t h w -> (b t) c h w")
         alpha, beta = config.occlusion_alpha, config.occlusion_beta
-        fwd_fails = rearrange(round_trip_fails(fwd, bwd, alpha, beta), "(b t) 1 h w -> b 1 t h w", b=b)
-        bwd_fails = rearrange(round_trip_fails(bwd, fwd, alpha, beta), "(b t) 1 h w -> b 1 t h w", b=b)
+        step = max(1, CHUNK_PIXELS // (h * w))  # pairs at a time: bounded memory at any resolution
+        fails = [
+            (round_trip_fails(f, g, alpha, beta), round_trip_fails(g, f, alpha, beta))
+            for f, g in zip(fwd.split(step), bwd.split(step))
+        ]
+        fwd_fails = rearrange(torch.cat([f for f, _ in fails]), "(b t) 1 h w -> b 1 t h w", b=b)
+        bwd_fails = rearrange(torch.cat([g for _, g in fails]), "(b t) 1 h w -> b 1 t h w", b=b)
         undefined = torch.zeros(b, 1, 1, h, w, dtype=torch.bool, device=video.device)
         return MatchFeatures(
             forward=forward,

@@ -35,6 +35,8 @@ class EncoderInfo:
 
 
 OutputKind = Literal["auto", "map", "flow", "points", "queries", "intrinsics", "other"]
+OutputValues = Literal["real", "logit"]
+Undefined = Literal["", "first frame", "before query"]
 
 
 @dataclass(frozen=True)
@@ -48,12 +50,19 @@ class OutputSpec:
     position, "intrinsics" (..., 3, 3) pixel K, "other" left
     alone; "auto" (default) is "map" for shapes ending in "H, W)" and "other" otherwise. A dense
     output that a head already returns at the input resolution is left as it is.
+
+    `values` "logit" marks log-odds (exports write the probability, see `l4p_framework.results`);
+    `undefined` names the frames where the output means nothing ("first frame": e.g. backward flow;
+    "before query": a point before its query frame, for outputs with an N axis next to T); exports
+    write NaN there.
     """
 
     name: str
     shape: str
     meaning: str
     kind: OutputKind = "auto"
+    values: OutputValues = "real"
+    undefined: Undefined = ""
 
     @property
     def resolved_kind(self) -> str:
@@ -69,6 +78,12 @@ class Stitcher(Protocol):
     window's outputs (time dim of length `window`), the window start frame and the number of
     frames this window shares with the previous one; it returns the new state. `finalize`
     returns the full-length outputs.
+
+    Optional, for streaming long videos in bounded memory (`L4P.stream(on_frames=...)`):
+    `release(state, before)` returns the time-indexed outputs' frames from the first one not yet
+    released up to `before` (exclusive; final, since later windows start at or after `before`) and
+    drops them from the state; `finalize` then returns only the frames after them. Stitchers
+    without `release` (small outputs: poses, tracks) keep everything until `finalize`.
     """
 
     def merge(self, state: Any, outputs: dict[str, torch.Tensor], start: int, overlap: int) -> Any: ...

@@ -1,8 +1,10 @@
 """Generic stitchers that merge per-window head outputs of a long video (architecture.md §6).
 
-Each stitcher keeps full-length output tensors; windows arrive in order with their start frame
-and the number of frames shared with the previous window. `time_dims` maps an output name to
-the index of its time axis (e.g. 2 for (B, C, T, H, W)).
+Each stitcher keeps output tensors from its first unreleased frame on; windows arrive in order with
+their start frame and the number of frames shared with the previous window. `time_dims` maps an
+output name to the index of its time axis (e.g. 2 for (B, C, T, H, W)). `release(state, before)`
+hands over the frames before `before` (final once a window starting at `before` arrives: later
+windows only write from their start on) and drops them, so a long video streams in bounded memory.
 """
 
 from __future__ import annotations
@@ -18,8 +20,27 @@ def _narrow(x: torch.Tensor, dim: int, start: int, length: int) -> torch.Tensor:
 
 @dataclass
 class _State:
+    """Buffers hold frames [offset, ...) of each time-indexed output; earlier ones were released."""
+
     outputs: dict[str, torch.Tensor] = field(default_factory=dict)
     length: int = 0
+    offset: int = 0
+
+
+def _release(state: _State | None, time_dims: dict[str, int], before: int) -> dict[str, torch.Tensor]:
+    """Frames [state.offset, before) of every time-indexed output, removed from the buffers."""
+    if state is None or before <= state.offset:
+        return {}
+    released = {}
+    for key, buffer in state.outputs.items():
+        dim = time_dims.get(key)
+        if dim is None:
+            continue
+        count = min(before - state.offset, buffer.shape[dim])
+        released[key] = _narrow(buffer, dim, 0, count)
+        state.outputs[key] = _narrow(buffer, dim, count, buffer.shape[dim] - count).clone()
+    state.offset = before
+    return released
 
 
 class OverwriteStitcher:
@@ -43,9 +64,12 @@ class OverwriteStitcher:
             if dim is None:  # not time-indexed: last window wins
                 state.outputs[key] = value
                 continue
-            state.outputs[key] = _write(state.outputs.get(key), value, dim, start, skip)
+            state.outputs[key] = _write(state.outputs.get(key), value, dim, start - state.offset, skip)
         state.length = start + next(iter(outputs.values())).shape[self.time_dims.get(next(iter(outputs)), 0)]
         return state
+
+    def release(self, state: _State | None, before: int) -> dict[str, torch.Tensor]:
+        return _release(state, self.time_dims, before)
 
     def finalize(self, state: _State) -> dict[str, torch.Tensor]:
         return dict(state.outputs)
@@ -82,12 +106,17 @@ def fit_scale_shift(
     return fit.scale.float(), fit.shift.float()
 
 
+@dataclass
+class _DepthState(_State):
+    far: torch.Tensor | None = None  # (B,) the largest depth stitched so far
+
+
 class DisparityAffineStitcher:
     """Depth windows aligned by least-squares scale and shift in disparity over the overlap.
 
     For each new window: disp = 1/depth (0 where depth <= 0); fit a*disp_new + b ~ disp_buffer
     over overlap pixels where both are positive, apply to the whole window, convert back to
-    depth (non-positive aligned disparity -> the buffer's largest depth) and overwrite. Empty or
+    depth (non-positive aligned disparity -> the largest depth stitched so far) and overwrite. Empty or
     degenerate overlaps fall back to scale-only, then to no alignment.
     """
 
@@ -95,21 +124,27 @@ class DisparityAffineStitcher:
         self.key, self.time_dim = key, time_dim
 
     def merge(
-        self, state: _State | None, outputs: dict[str, torch.Tensor], start: int, overlap: int
-    ) -> _State:
-        state = state or _State()
+        self, state: _DepthState | None, outputs: dict[str, torch.Tensor], start: int, overlap: int
+    ) -> _DepthState:
+        state = state or _DepthState()
         depth = outputs[self.key]
         if self.key in state.outputs and overlap > 0:
-            buf = _narrow(state.outputs[self.key], self.time_dim, start, overlap)
+            buf = _narrow(state.outputs[self.key], self.time_dim, start - state.offset, overlap)
             cur = _narrow(depth, self.time_dim, 0, overlap)
             disp_buf, disp_cur = _safe_inverse(buf), _safe_inverse(cur)
             a, b = fit_scale_shift(disp_cur, disp_buf, (disp_buf > 0) & (disp_cur > 0))
             shape = (-1,) + (1,) * (depth.ndim - 1)
             disp = a.view(shape) * _safe_inverse(depth) + b.view(shape)
-            far = state.outputs[self.key].flatten(1).amax(1).view(shape).expand_as(depth)
+            far = state.far.view(shape).expand_as(depth)
             depth = torch.where(disp > 0, 1.0 / disp.clamp_min(1e-12), far)
+        largest = depth.flatten(1).amax(1)
+        state.far = largest if state.far is None else torch.maximum(state.far, largest)
+        start -= state.offset
         state.outputs[self.key] = _write(state.outputs.get(self.key), depth, self.time_dim, start, 0)
         return state
+
+    def release(self, state: _State | None, before: int) -> dict[str, torch.Tensor]:
+        return _release(state, {self.key: self.time_dim}, before)
 
     def finalize(self, state: _State) -> dict[str, torch.Tensor]:
         return dict(state.outputs)

@@ -1,7 +1,15 @@
-"""`l4p demo`: every installed head on a held-out synth4d clip; visual sheets and a metrics table."""
+"""`l4p demo`: every installed head on a held-out synth4d clip; visual sheets, a video and a metrics table.
+
+Writes to the output folder: `<head>.png` per head with a visualisation (rows = frames spread
+evenly over the clip, columns = input | prediction | ground truth, each panel >= 320 px wide with
+a caption above it; still images such as the camera trajectory below), `all.mp4` and `all.gif`
+(every frame of the clip, one row per head), and prints the metric table followed by one
+sentence per head saying where the model is below its baseline.
+"""
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
@@ -9,6 +17,10 @@ import numpy as np
 
 from ..errors import L4PError
 from .common import Progress, add_model_arguments, load_model, parse_heads
+
+PANEL_MIN_WIDTH = 320  # px; small synthetic frames are upscaled (nearest) to at least this
+SHEET_FRAMES = 6  # rows of each head's sheet, spread evenly over the clip
+VIDEO_FPS = 6.0
 
 
 def register(sub) -> dict:
@@ -25,11 +37,77 @@ def _frames_uint8(video) -> np.ndarray:
     return (video[0].permute(1, 2, 3, 0).clamp(0, 1) * 255).round().byte().numpy()
 
 
+def _upscale(image: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8 enlarged by the smallest integer factor (nearest) to >= PANEL_MIN_WIDTH px wide."""
+    from ..viz.sheet import resize_image
+
+    h, w = image.shape[:2]
+    k = max(1, math.ceil(PANEL_MIN_WIDTH / w))
+    return resize_image(image, (h * k, w * k), resample="nearest")
+
+
+def _caption(key: str) -> str:
+    """A visualisation key as a caption: "depth" -> "depth (prediction)", "depth_gt" -> "... (ground truth)"."""
+    return f"{key} (ground truth)" if key.endswith("_gt") else f"{key} (prediction)"
+
+
+def _split(images: dict, num_frames: int) -> tuple[dict[str, list[np.ndarray]], list[tuple[str, np.ndarray]]]:
+    """A head's `visualize` output -> (clips: key -> T frames, stills: (caption, image))."""
+    clips, stills = {}, []
+    for key, image in images.items():
+        seq = list(image) if isinstance(image, list | tuple) or getattr(image, "ndim", 3) == 4 else [image]
+        seq = [np.asarray(im) for im in seq]
+        if len(seq) == num_frames and num_frames > 1:
+            clips[key] = seq
+        else:
+            stills += [(key if len(seq) == 1 else f"{key} {i}", im) for i, im in enumerate(seq)]
+    return clips, stills
+
+
+def _row(inputs: np.ndarray, clips: dict[str, list[np.ndarray]], t: int) -> np.ndarray:
+    """[input | each clip] at frame t, upscaled, captioned."""
+    from ..viz.sheet import panel_row
+
+    return panel_row(
+        [("input", _upscale(inputs[t])), *((_caption(k), _upscale(c[t])) for k, c in clips.items())]
+    )
+
+
+def _sheet(inputs: np.ndarray, clips, stills) -> np.ndarray:
+    """Contact sheet: one titled row per evenly spaced frame, then the still images."""
+    from ..viz.sheet import even_picks, panel_row, stack_rows, titled_row
+
+    t_len = len(inputs)
+    parts = (
+        [
+            titled_row(f"frame {t} (of 0-{t_len - 1})", _row(inputs, clips, t))
+            for t in even_picks(t_len, SHEET_FRAMES)
+        ]
+        if clips
+        else []
+    )
+    parts += [panel_row([(key, _upscale(im))]) for key, im in stills]  # stills may hold both (trajectory)
+    return stack_rows(parts)
+
+
+def _video_frame(
+    inputs: np.ndarray, head_clips: dict[str, dict[str, list[np.ndarray]]], t: int
+) -> np.ndarray:
+    """Frame t of all.mp4: one titled row [input | prediction | ground truth] per head."""
+    from ..viz.sheet import stack_rows, titled_row
+
+    if not head_clips:
+        return _row(inputs, {}, t)
+    return stack_rows([titled_row(name, _row(inputs, clips, t)) for name, clips in head_clips.items()])
+
+
 def run_demo(args) -> int:
     from ..data.collate import collate
     from ..data.synth4d import Synth4D
+    from ..data.video import VideoWriter
     from ..evaluation import format_table, head_metrics, run_on_batch
-    from ..viz import make_sheet, save_gif, save_png, side_by_side
+    from ..metrics.goals import baseline_sentence
+    from ..viz import save_gif, save_png
 
     start = time.perf_counter()
     model, trained = load_model(args.registry, parse_heads(args.heads))
@@ -50,7 +128,8 @@ def run_demo(args) -> int:
     progress = Progress("running")
     outputs = run_on_batch(model, batch, on_window=progress)
     progress.done()
-    results, clips = {}, {"input": _frames_uint8(batch["video"])}
+    inputs = _frames_uint8(batch["video"])
+    results, head_clips = {}, {}
     for name in model.heads:
         spec = model.specs[name]
         ours, base = head_metrics(model, name, outputs[name], batch)
@@ -61,25 +140,19 @@ def run_demo(args) -> int:
         }
         if spec.visualize is None:
             continue
-        images = spec.visualize(outputs[name], batch)
-        sheet = {}
-        for key, image in images.items():
-            seq = (
-                list(image) if isinstance(image, list | tuple) or getattr(image, "ndim", 3) == 4 else [image]
-            )
-            picks = (
-                seq
-                if len(seq) <= 4
-                else [seq[i] for i in np.linspace(0, len(seq) - 1, 4).round().astype(int)]
-            )
-            sheet.update(
-                {f"{key} {i}": im for i, im in enumerate(picks)} if len(picks) > 1 else {key: picks[0]}
-            )
-            if len(seq) == frames:
-                clips[f"{name}:{key}"] = np.stack(seq)
-        save_png(out_dir / f"{name}.png", make_sheet(sheet, cols=4))
-    save_gif(out_dir / "all.gif", side_by_side(clips), fps=6)
+        clips, stills = _split(spec.visualize(outputs[name], batch), frames)
+        save_png(out_dir / f"{name}.png", _sheet(inputs, clips, stills))
+        if clips:
+            head_clips[name] = clips
+    with VideoWriter(out_dir / "all.mp4", VIDEO_FPS) as writer:
+        for t in range(frames):
+            writer.write(_video_frame(inputs, head_clips, t))
+    # composed again rather than kept: the GIF writer holds only palette frames
+    save_gif(out_dir / "all.gif", (_video_frame(inputs, head_clips, t) for t in range(frames)), fps=VIDEO_FPS)
     print(format_table(results))
+    print()
+    for head, groups in results.items():
+        print(baseline_sentence(head, groups["model"], groups["baseline"]))
     print(
         f"wrote {out_dir}/ ({', '.join(sorted(p.name for p in out_dir.iterdir()))}) in {time.perf_counter() - start:.1f} s"
     )

@@ -138,18 +138,27 @@ def cmd_registry(args) -> int:
 
 
 # -- l4p encoder info ----------------------------------------------------------------------------
-def cmd_encoder(args) -> int:
-    from ..encoder import load_encoder
+NO_FINGERPRINT = "not computed for a preset (random weights from seed 0): --fingerprint builds them"
 
-    encoder = load_encoder(args.source, preset=args.preset)
+
+def cmd_encoder(args) -> int:
+    """Facts of an encoder. A preset is described from a meta-device skeleton (shapes, no weights,
+    instant even for l4p-vitg14); files are loaded, and --fingerprint builds a preset for real."""
+    import torch
+
+    from ..encoder import build_encoder_skeleton, is_preset_name, load_encoder
+
+    skeleton = is_preset_name(args.source) and not args.fingerprint
+    if skeleton:
+        encoder = build_encoder_skeleton(args.source)
+    else:
+        encoder = load_encoder(args.source, preset=args.preset)
     c = encoder.config
     frames, height, width = (
         args.frames or c.num_frames,
         args.height or c.image_size[0],
         args.width or c.image_size[1],
     )
-    import torch
-
     grid = encoder.check_video(torch.empty(1, 3, frames, height, width, device="meta"))
     info = {
         "source": str(args.source),
@@ -164,13 +173,13 @@ def cmd_encoder(args) -> int:
         "tokens": grid[0] * grid[1] * grid[2],
         "mean": list(c.mean),
         "std": list(c.std),
-        "fingerprint": encoder.fingerprint,
+        "fingerprint": None if skeleton else encoder.fingerprint,
     }
     if args.json:
         print(json.dumps(info, indent=2))
     else:
         for k, v in info.items():
-            print(f"{k:12s} {v}")
+            print(f"{k:12s} {NO_FINGERPRINT if v is None else v}")
     return 0
 
 
@@ -203,6 +212,12 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable]]:
     p.add_argument("--frames", type=int)
     p.add_argument("--height", type=int)
     p.add_argument("--width", type=int)
+    p.add_argument(
+        "--fingerprint",
+        action="store_true",
+        help="for a preset, build its seed-0 random weights to print their fingerprint (slow for big presets; "
+        "without it a preset is described from its shapes alone)",
+    )
     p.add_argument("--json", action="store_true")
     handlers["encoder"] = cmd_encoder
 

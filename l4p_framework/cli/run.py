@@ -9,6 +9,7 @@ only the hidden folder, which the next run into OUT deletes (see `l4p_framework.
 from __future__ import annotations
 
 import csv
+import json
 import math
 import os
 import tempfile
@@ -20,6 +21,7 @@ from einops import rearrange
 
 from ..errors import InputError, L4PError
 from ..io import atomic_folder
+from ..results import ResultsWriter, load_results
 from .common import Progress, add_model_arguments, load_model, parse_heads
 
 VIDEO_SUFFIXES = {".mp4", ".mov", ".webm", ".avi", ".mkv", ".gif"}
@@ -47,7 +49,24 @@ def register(sub) -> dict:
         action="store_true",
         help="replace an existing OUT/NAME/ whole (default: refuse to touch it)",
     )
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--size", default=None, help="output resolution HxW (default: the input's)")
+    size.add_argument(
+        "--max-side", type=int, default=None, help="scale the output resolution down to at most N pixels"
+    )
     p.add_argument("--no-ply", action="store_true", help="skip the per-frame PLY point clouds")
+    p.add_argument(
+        "--ply-step",
+        type=int,
+        default=None,
+        help="PLY points every N pixels (default: about 320 points across the longer side)",
+    )
+    p.add_argument(
+        "--no-preview",
+        dest="preview",
+        action="store_false",
+        help="skip preview/ (per head: an MP4 of every frame and a contact sheet PNG)",
+    )
     return {"run": run_command}
 
 
@@ -145,78 +164,185 @@ def run_command(args) -> int:
     return 0
 
 
+def output_size(text_size: str | None, max_side: int | None, in_size: tuple[int, int]) -> tuple[int, int]:
+    """(H, W) of the outputs: --size HxW, else the input scaled down to --max-side, else the input's."""
+    h, w = in_size
+    if text_size:
+        try:
+            oh, ow = (int(v) for v in text_size.lower().split("x"))
+        except ValueError:
+            raise InputError(f"--size must be HxW in pixels (e.g. 240x320), got {text_size!r}") from None
+        if not (8 <= oh <= 8192 and 8 <= ow <= 8192):
+            raise InputError(f"--size needs 8 <= H, W <= 8192, got {text_size!r}")
+        return oh, ow
+    if max_side:
+        if max_side < 8:
+            raise InputError(f"--max-side needs at least 8 pixels, got {max_side}")
+        scale = min(1.0, max_side / max(h, w))
+        return max(1, round(h * scale)), max(1, round(w * scale))
+    return h, w
+
+
+def _resized(frames, size: tuple[int, int]):
+    """uint8 (H, W, 3) frames resized to `size` (area interpolation when shrinking)."""
+    import cv2
+
+    for frame in frames:
+        if frame.shape[:2] != size:
+            shrink = size[0] < frame.shape[0]
+            frame = cv2.resize(
+                frame, size[::-1], interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
+            )
+        yield frame
+
+
 def run_one(model, path: Path, out: Path, args) -> None:
-    from ..data.video import default_intrinsics, open_video
+    from ..data.video import open_video
 
     src = open_video(path)
+    size = output_size(args.size, args.max_side, src.size)
+    scale = torch.tensor([size[1] / src.size[1], size[0] / src.size[0]])  # (x, y) input -> output pixels
+    K_out = None
+    if args.intrinsics:
+        K_out = parse_intrinsics(args.intrinsics)
+        K_out[:2] *= scale[:, None]
+    queries = None
+    if "tracking" in model.heads:
+        queries = parse_queries(args.queries, src.size)
+        queries[..., 1:] *= scale
 
     def frames():
-        for frame in src:
+        for frame in _resized(src, size):
             yield rearrange(torch.from_numpy(np.ascontiguousarray(frame)), "h w c -> 1 c h w").float() / 255
 
-    K_in = parse_intrinsics(args.intrinsics) if args.intrinsics else None
-    queries = parse_queries(args.queries, src.size) if "tracking" in model.heads else None
     progress = Progress(f"{path.name}", None)
-    with torch.no_grad():
-        outputs = model.stream(
-            frames(),
-            queries=queries,
-            intrinsics=None if K_in is None else K_in[None],
-            on_window=progress,
-            num_frames=None if path.is_file() else src.num_frames,  # container counts are estimates
-            resize=args.resize,
-        )
-    progress.done()
-    arrays = export_arrays(outputs)
     try:
         with atomic_folder(out, overwrite=args.overwrite) as tmp:
-            np.savez_compressed(tmp / "results.npz", **arrays)
-            written = ["results.npz"]
-            written += export_geometry(
-                outputs, arrays, src.size, K_in, default_intrinsics, tmp, not args.no_ply, src.fps
+            writer = ResultsWriter(
+                tmp,
+                model.specs,
+                size,
+                input=str(path),
+                input_size=list(src.size),
+                fps=src.fps,
+                resize=args.resize,
             )
+            try:
+                with torch.no_grad():
+                    rest = model.stream(
+                        frames(),
+                        queries=queries,
+                        intrinsics=None if K_out is None else K_out[None],
+                        on_window=progress,
+                        num_frames=None
+                        if path.is_file()
+                        else src.num_frames,  # container counts are estimates
+                        resize=args.resize,
+                        on_frames=writer.add,
+                    )
+            finally:
+                progress.done()  # ends the progress line, also before an error message
+            for head, outputs in rest.items():
+                writer.add(head, outputs)
+            writer.close()
+            results = load_results(tmp)
+            written = [
+                "meta.json",
+                *sorted({r["file"].split("/")[0] + "/" for r in results.meta["arrays"].values()}),
+            ]
+            align_track_depth(results)
+            written += export_geometry(results, K_out, tmp, args, lambda: _resized(open_video(path), size))
+            if args.preview:
+                from ..viz.preview import render_previews
+
+                frames_again = _resized(open_video(path), size)
+                count = _num_frames(results)
+                render_previews(
+                    results, results.meta["arrays"], frames_again, tmp / "preview", results.fps, count
+                )
+                written.append("preview/")
     except FileExistsError:  # another run published OUT/NAME/ while this one was computing
         raise L4PError(_exists_message(out)) from None
     except OSError as exc:
         raise L4PError(
             f"cannot write outputs of {path} to {out}: {exc.strerror or exc}; free space or choose another --out"
         ) from None
-    print(f"{path}: {src.num_frames or '?'} frames -> {out}/ ({', '.join(written)})")
+    print(f"{path}: {_num_frames(results)} frames -> {out}/ ({', '.join(written)})")
 
 
-def export_arrays(outputs: dict) -> dict[str, np.ndarray]:
-    """Every head's outputs (already at the input resolution, in input pixels), keyed `head/output`."""
-    return {
-        f"{head}/{key}": value.detach().float()[0].numpy()
-        for head, result in outputs.items()
-        for key, value in result.items()
-    }
+def _num_frames(results) -> int:
+    return max(
+        (results.info(k)["shape"][0] for k in results if results.info(k)["layout"].startswith("T")), default=0
+    )
 
 
-def export_geometry(
-    outputs, arrays, in_size, K_in, default_intrinsics, out: Path, ply: bool, fps: float | None = None
-) -> list[str]:
+def align_track_depth(results) -> None:
+    """Put tracking/track_depth on depth/depth's scale: per frame, the median of depth / track_depth
+    over the points visible there (nearest pixel), rewritten in place. A no-op without both."""
+    if "depth/depth" not in results or "tracking/track_depth" not in results:
+        return
+    depth, tracks = results["depth/depth"], results["tracking/tracks"]
+    visible = np.asarray(results["tracking/visibility"]) > 0.5
+    path = results.folder / results.info("tracking/track_depth")["file"]
+    track_depth = np.array(results["tracking/track_depth"])
+    h, w = depth.shape[1:3]
+    for t in range(track_depth.shape[0]):
+        xy = np.asarray(tracks[t])
+        ok = visible[t] & np.isfinite(xy).all(-1) & (track_depth[t] > 0)
+        ok &= (xy[:, 0] >= 0) & (xy[:, 0] < w) & (xy[:, 1] >= 0) & (xy[:, 1] < h)
+        if not ok.any():
+            continue
+        x, y = xy[ok, 0].astype(int), xy[ok, 1].astype(int)
+        ratio = np.asarray(depth[t], dtype=np.float32)[y, x] / track_depth[t, ok]
+        ratio = ratio[np.isfinite(ratio) & (ratio > 0)]
+        if ratio.size:
+            track_depth[t] *= np.median(ratio)
+    results._cache.pop("tracking/track_depth", None)
+    np.save(path, track_depth.astype(np.float32), allow_pickle=False)
+    results.info("tracking/track_depth")["meaning"] = (
+        "z-depth of the track point on the scale of depth/depth (per frame, the median depth / track depth "
+        "ratio at the visible points); NaN before the query"
+    )
+    (results.folder / "meta.json").write_text(json.dumps(results.meta, indent=1))
+
+
+def export_geometry(results, K_given, out: Path, args, frames) -> list[str]:
+    """trajectory.tum (seconds), intrinsics.json and coloured per-frame PLYs (camera frame of that
+    frame, output pixels subsampled every --ply-step pixels) from the results."""
+    from ..data.video import default_intrinsics
     from ..geometry import save_intrinsics_json, save_ply, save_tum, unproject_depth
 
     written = []
-    poses = outputs.get("pose", {}).get("poses")
-    if poses is not None:
-        save_tum(out / "trajectory.tum", poses[0].float(), fps=fps)  # seconds (frame index without a rate)
+    if "pose/poses" in results:
+        save_tum(out / "trajectory.tum", torch.from_numpy(np.array(results["pose/poses"])), fps=results.fps)
         written.append("trajectory.tum")
-    if "pose/intrinsics" in arrays:
-        save_intrinsics_json(out / "intrinsics.json", torch.from_numpy(arrays["pose/intrinsics"]), in_size)
+    if "pose/intrinsics" in results:
+        save_intrinsics_json(
+            out / "intrinsics.json", torch.from_numpy(np.array(results["pose/intrinsics"])), results.size
+        )
         written.append("intrinsics.json")
-    depth = arrays.get("depth/depth")
-    if ply and depth is not None:
-        d = torch.from_numpy(depth)[0]  # (T, H, W)
-        if K_in is not None:
-            K = K_in.expand(d.shape[0], 3, 3)
-        elif "pose/intrinsics" in arrays:
-            K = torch.from_numpy(arrays["pose/intrinsics"])
-        else:
-            K = default_intrinsics(in_size, d.shape[0])
-        points = unproject_depth(d[None], K[None].float())[0]
-        for t in range(d.shape[0]):
-            save_ply(out / f"points_{t:05d}.ply", points[t], valid=d[t] > 0)
-        written.append(f"points_*.ply ({d.shape[0]} frames)")
+    if args.no_ply or "depth/depth" not in results:
+        return written
+    depth = results["depth/depth"]
+    if K_given is not None:
+        K = K_given.expand(depth.shape[0], 3, 3)
+    elif "pose/intrinsics" in results:
+        K = torch.from_numpy(np.array(results["pose/intrinsics"]))
+    else:
+        K = default_intrinsics(results.size, depth.shape[0])
+    step = args.ply_step or max(1, math.ceil(max(results.size) / 320))
+    (out / "points").mkdir()
+    for t, frame in enumerate(frames()):
+        if t >= depth.shape[0]:
+            break
+        d = torch.from_numpy(np.asarray(depth[t], dtype=np.float32))
+        points = unproject_depth(d[None, None], K[t][None, None].double())[0, 0]
+        colors = torch.from_numpy(np.ascontiguousarray(frame))
+        save_ply(
+            out / "points" / f"{t:06d}.ply",
+            points[::step, ::step],
+            colors=colors[::step, ::step],
+            valid=(d > 0)[::step, ::step],
+        )
+    written.append(f"points/ ({depth.shape[0]} PLYs, every {step} px)")
     return written

@@ -19,7 +19,8 @@ Resizing
 
 Writing
     ``write_video(path, frames, fps)``: .mp4/.mov/.mkv (H.264 via libx264, or MPEG-4 Part 2
-    when libx264 is missing), .webm (VP9) or .gif (Pillow).
+    when libx264 is missing), .webm (VP9) or .gif (Pillow). ``VideoWriter(path, fps)`` writes the
+    same video formats one frame at a time (a context manager; bounded memory).
 
 Errors about a user's video are `InputError`s with a one-line message naming the path.
 """
@@ -541,57 +542,146 @@ def _frames_uint8(frames: Any) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
+_STREAM_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm")
+
+
+def _check_fps(fps: Any) -> float:
+    if not fps or not math.isfinite(fps) or fps <= 0:
+        raise InputError(f"fps must be a positive number, got {fps!r}")
+    return float(fps)
+
+
+class VideoWriter:
+    """Write a video one frame at a time (bounded memory), as a context manager.
+
+        with VideoWriter("out.mp4", fps=10) as writer:
+            for frame in frames:  # uint8 (H, W, 3) RGB numpy arrays (or float in [0, 1])
+                writer.write(frame)
+
+    Suffix picks the codec: .mp4/.mov/.mkv: H.264 (libx264, crf=`quality`) or MPEG-4 Part 2 when
+    libx264 is unavailable; .webm: VP9. Pixel format yuv420p, so players accept it; odd heights /
+    widths are padded by one repeated row / column to be even. The first frame fixes the size;
+    the file is opened on the first frame and finished by `close` (the `with` block's end).
+    Parent folders are created. `frames_written` counts the frames written so far.
+    """
+
+    def __init__(self, path: str | Path, fps: float = 30.0, *, quality: int = 18):
+        self.fps = _check_fps(fps)
+        self.path = Path(path).expanduser()
+        suffix = self.path.suffix.lower()
+        if suffix not in _STREAM_SUFFIXES:
+            raise InputError(
+                f"{self.path}: unsupported video suffix {suffix!r} for streaming; use .mp4, .mov, .mkv or "
+                ".webm (write GIFs with write_video)"
+            )
+        self.quality = quality
+        self.frames_written = 0
+        self.size: tuple[int, int] | None = None  # (H, W) of the input frames
+        self._container: Any = None
+        self._stream: Any = None
+        self._codec = ""
+
+    def _open(self, h: int, w: int) -> None:
+        import av
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        rate = Fraction(self.fps).limit_denominator(1001)
+        if self.path.suffix.lower() == ".webm":
+            codec, options = "libvpx-vp9", {"crf": str(max(0, min(63, self.quality + 12))), "b": "0"}
+        elif "libx264" in av.codecs_available:
+            codec, options = "libx264", {"crf": str(self.quality), "preset": "medium"}
+        else:
+            codec, options = "mpeg4", {}
+        self._codec = codec
+        self._container = av.open(str(self.path), mode="w")
+        stream = self._container.add_stream(codec, rate=rate)
+        stream.width, stream.height = w + w % 2, h + h % 2
+        stream.pix_fmt = "yuv420p"
+        stream.options = options
+        if codec == "mpeg4":
+            stream.bit_rate = max(2_000_000, int(stream.width * stream.height * float(rate) * 2))
+        self._stream = stream
+
+    def write(self, frame: Any) -> None:
+        """Append one frame: (H, W, 3) uint8 RGB (float in [0, 1] is converted)."""
+        import av
+
+        arr = frame.detach().cpu().numpy() if isinstance(frame, torch.Tensor) else np.asarray(frame)
+        if arr.ndim != 3 or arr.shape[-1] != 3:
+            raise InputError(f"{self.path}: a frame must be (H, W, 3) RGB, got shape {tuple(arr.shape)}")
+        arr = _frames_uint8(arr[None])[0]
+        h, w = arr.shape[:2]
+        if self.size is None:
+            self.size = (h, w)
+            try:
+                self._open(h, w)
+            except Exception as e:
+                self._container = None
+                raise InputError(f"{self.path}: cannot write video with {self._codec} ({_why(e)})") from None
+        elif (h, w) != self.size:
+            raise InputError(
+                f"{self.path}: frame {self.frames_written} is {(h, w)}, the first frame was {self.size}; "
+                "every frame of a video must have one size"
+            )
+        if h % 2 or w % 2:
+            arr = np.pad(arr, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+        try:
+            for packet in self._stream.encode(av.VideoFrame.from_ndarray(arr, format="rgb24")):
+                self._container.mux(packet)
+        except Exception as e:
+            raise InputError(f"{self.path}: cannot write video with {self._codec} ({_why(e)})") from None
+        self.frames_written += 1
+
+    def close(self) -> None:
+        """Flush the encoder and finish the file. Raises InputError if no frame was written."""
+        if self._container is None:
+            if self.frames_written == 0 and self.size is None:
+                raise InputError(f"{self.path}: no frames were written; a video needs at least one frame")
+            return
+        container, self._container = self._container, None
+        try:
+            for packet in self._stream.encode():
+                container.mux(packet)
+        except Exception as e:
+            raise InputError(f"{self.path}: cannot write video with {self._codec} ({_why(e)})") from None
+        finally:
+            container.close()
+
+    def __enter__(self) -> VideoWriter:
+        return self
+
+    def __exit__(self, exc_type: Any, *exc: Any) -> None:
+        if exc_type is None:
+            self.close()
+        elif self._container is not None:  # an error inside the block: release the file, keep that error
+            container, self._container = self._container, None
+            container.close()
+
+
 def write_video(path: str | Path, frames: Any, fps: float = 30.0, *, quality: int = 18) -> Path:
     """Write frames to a video file and return its path.
 
     frames: uint8 (T, H, W, 3) numpy or torch (float in [0, 1] and the l4p (3, T, H, W) layout
-    are accepted too). Suffix picks the writer: .mp4/.mov/.mkv: H.264 (libx264, crf=`quality`)
-    or MPEG-4 Part 2 when libx264 is unavailable, yuv420p; odd heights/widths are padded by one
-    repeated row/column to be even. .webm: VP9. .gif: Pillow, palette-quantised, looping.
-    Parent folders are created.
+    are accepted too). Suffix picks the writer: .mp4/.mov/.mkv/.webm: `VideoWriter` (H.264 or
+    MPEG-4 Part 2, VP9 for .webm; yuv420p, odd sizes padded even). .gif: Pillow,
+    palette-quantised, looping. Parent folders are created.
     """
-    import av
-
     arr = _frames_uint8(frames)
-    if not fps or fps <= 0 or not math.isfinite(fps):
-        raise InputError(f"fps must be a positive number, got {fps!r}")
+    fps = _check_fps(fps)
     p = Path(path).expanduser()
     suffix = p.suffix.lower()
-    if suffix not in (".mp4", ".mov", ".mkv", ".webm", ".gif"):
+    if suffix not in (*_STREAM_SUFFIXES, ".gif"):
         raise InputError(f"{p}: unsupported video suffix {suffix!r}; use .mp4, .mov, .mkv, .webm or .gif")
-    p.parent.mkdir(parents=True, exist_ok=True)
     if suffix == ".gif":
         from PIL import Image
 
+        p.parent.mkdir(parents=True, exist_ok=True)
         images = [Image.fromarray(f) for f in arr]
         images[0].save(
             p, save_all=True, append_images=images[1:], duration=max(10, round(1000 / fps)), loop=0
         )
         return p
-    T, H, W = arr.shape[:3]
-    pad_h, pad_w = H % 2, W % 2
-    if pad_h or pad_w:
-        arr = np.pad(arr, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
-    rate = Fraction(fps).limit_denominator(1001)
-    if suffix == ".webm":
-        codec, options = "libvpx-vp9", {"crf": str(max(0, min(63, quality + 12))), "b": "0"}
-    elif "libx264" in av.codecs_available:
-        codec, options = "libx264", {"crf": str(quality), "preset": "medium"}
-    else:
-        codec, options = "mpeg4", {}
-    try:
-        with av.open(str(p), mode="w") as container:
-            stream = container.add_stream(codec, rate=rate)
-            stream.width, stream.height = arr.shape[2], arr.shape[1]
-            stream.pix_fmt = "yuv420p"
-            stream.options = options
-            if codec == "mpeg4":
-                stream.bit_rate = max(2_000_000, int(arr.shape[1] * arr.shape[2] * float(rate) * 2))
-            for f in arr:
-                for packet in stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
-                    container.mux(packet)
-            for packet in stream.encode():
-                container.mux(packet)
-    except Exception as e:
-        raise InputError(f"{p}: cannot write video with {codec} ({_why(e)})") from None
+    with VideoWriter(p, fps, quality=quality) as writer:
+        for f in arr:
+            writer.write(f)
     return p

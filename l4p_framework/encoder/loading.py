@@ -76,6 +76,23 @@ def build_encoder(config: EncoderConfig | str, seed: int = 0) -> VideoEncoder:
     return init_weights(VideoEncoder(config), seed)
 
 
+def build_encoder_skeleton(config: EncoderConfig | str) -> VideoEncoder:
+    """An encoder of `config` (or a preset name) on the meta device, for facts, not for running.
+
+    Every parameter has its shape but no memory and no values, so even the 1-billion-parameter
+    l4p-vitg14 builds in a fraction of a second: parameter counts and token grids
+    (`check_video` on a meta tensor) are exact, weights and fingerprints do not exist.
+    """
+    config = get_preset(config) if isinstance(config, str) else config
+    with torch.device("meta"):
+        return VideoEncoder(config)
+
+
+def is_preset_name(source: str | os.PathLike) -> bool:
+    """True when `load_encoder` reads `source` as a preset name rather than a path."""
+    return isinstance(source, str) and not Path(source).exists() and "/" not in source and "." not in source
+
+
 def load_encoder(
     source: str | os.PathLike,
     preset: str | None = None,
@@ -98,7 +115,7 @@ def load_encoder(
         encoder = _load_l4p_file(path)
     elif path.suffix in (".pth", ".pt", ".bin", ".ckpt"):
         encoder = _load_videomaev2(path, preset)
-    elif isinstance(source, str) and not path.exists() and "/" not in source and "." not in source:
+    elif is_preset_name(source):
         encoder = build_encoder(source, seed)
     else:
         raise WeightsError(

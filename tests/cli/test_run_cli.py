@@ -9,6 +9,7 @@ import pytest
 
 from l4p_framework.cli.main import main
 from l4p_framework.data.video import write_video
+from l4p_framework.results import load_results
 
 pytest.importorskip("l4p_head_depth")
 
@@ -38,10 +39,10 @@ def test_run_on_video_writes_outputs_at_input_resolution(tmp_path, capsys):
         ]
     )
     assert code == 0, capsys.readouterr().err
-    results = np.load(out / "clip" / "results.npz")
-    assert results["depth/depth"].shape == (1, 10, 48, 80)
-    assert results["flow/flow"].shape == (2, 10, 48, 80)
-    plys = sorted((out / "clip").glob("points_*.ply"))
+    results = load_results(out / "clip")
+    assert results["depth/depth"].shape == (10, 48, 80)
+    assert results["flow/flow"].shape == (10, 48, 80, 2)
+    plys = sorted((out / "clip" / "points").glob("*.ply"))
     assert len(plys) == 10 and plys[0].read_bytes().startswith(b"ply\n")
 
 
@@ -68,7 +69,7 @@ def test_run_on_image_folder(tmp_path):
         )
         == 0
     )
-    assert np.load(tmp_path / "o" / "frames" / "results.npz")["depth/depth"].shape == (1, 5, 32, 32)
+    assert load_results(tmp_path / "o" / "frames")["depth/depth"].shape == (5, 32, 32)
 
 
 @pytest.mark.parametrize("case", ["empty-file", "corrupt-file", "empty-folder", "unwritable-out", "missing"])
@@ -213,7 +214,7 @@ def test_run_trajectory_timestamps_are_seconds_and_queries_input_pixels(tmp_path
     lines = (out / "clip" / "trajectory.tum").read_text().splitlines()
     stamps = [float(line.split()[0]) for line in lines if not line.startswith("#")]
     assert stamps == pytest.approx([i / 10 for i in range(10)])
-    results = np.load(out / "clip" / "results.npz")
+    results = load_results(out / "clip")
     # grid:2 on the 80 x 48 input: x at 80/3, 160/3 and y at 16, 32 input pixels, frame 0
     assert results["tracking/queries"][:, 1:] == pytest.approx(
         np.array([[80 / 3, 16], [160 / 3, 16], [80 / 3, 32], [160 / 3, 32]]), abs=1e-4

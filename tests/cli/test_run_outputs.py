@@ -11,6 +11,7 @@ import pytest
 from l4p_framework.cli.main import build_parser, main
 from l4p_framework.cli.run import run_command
 from l4p_framework.data.video import write_video
+from l4p_framework.results import NpyAppender, load_results
 
 pytest.importorskip("l4p_head_depth")
 
@@ -53,7 +54,7 @@ def _one_error(capsys) -> str:
 
 
 def test_every_input_kind_writes_out_name_results(tmp_path):
-    """A video file, a folder of videos and an image folder all give OUT/NAME/results.npz."""
+    """A video file, a folder of videos and an image folder all give OUT/NAME/ with one layout."""
     inputs = {
         "file": _video(tmp_path / "file" / "clip.mp4"),
         "videos": _video(tmp_path / "videos" / "clip.mp4").parent,
@@ -61,9 +62,12 @@ def test_every_input_kind_writes_out_name_results(tmp_path):
     }
     for kind, target in inputs.items():
         out = tmp_path / f"out-{kind}"
-        assert _run(target, out, "--no-ply") == 0, kind
-        assert os.listdir(out) == ["clip"] and os.listdir(out / "clip") == ["results.npz"], kind
-        assert np.load(out / "clip" / "results.npz")["depth/depth"].shape == (1, FRAMES, H, W)
+        assert _run(target, out, "--no-ply", "--no-preview") == 0, kind
+        assert os.listdir(out) == ["clip"] and sorted(os.listdir(out / "clip")) == ["depth", "meta.json"], (
+            kind
+        )
+        results = load_results(out / "clip")
+        assert results["depth/depth"].shape == (FRAMES, H, W) and results.size == (H, W), kind
 
 
 def test_rerun_refuses_an_existing_output_and_overwrite_replaces_it_whole(tmp_path, capsys):
@@ -73,12 +77,12 @@ def test_rerun_refuses_an_existing_output_and_overwrite_replaces_it_whole(tmp_pa
     live = out / f".clip.partial-{os.getpid()}-x2"  # a run still in progress: kept
     for folder in (dead, live):
         folder.mkdir(parents=True)
-        (folder / "results.npz").write_bytes(b"PK")
+        (folder / "meta.json").write_text("{")
     assert _run(video, out) == 0
     assert not dead.exists() and live.exists()
     shutil.rmtree(live)
     first = _files(out / "clip")
-    assert "results.npz" in first and f"points_{FRAMES - 1:05d}.ply" in first
+    assert {"meta.json", "depth/depth.npy", f"points/{FRAMES - 1:06d}.ply", "preview/depth.mp4"} <= set(first)
 
     capsys.readouterr()
     assert _run(video, out, "--no-ply") == 2
@@ -87,28 +91,39 @@ def test_rerun_refuses_an_existing_output_and_overwrite_replaces_it_whole(tmp_pa
     assert _files(out / "clip") == first
 
     (out / "clip" / "stray.txt").write_text("a file of an older run")
-    assert _run(video, out, "--no-ply", "--overwrite") == 0
-    assert os.listdir(out) == ["clip"] and os.listdir(out / "clip") == ["results.npz"]  # no old PLYs
+    assert _run(video, out, "--no-ply", "--no-preview", "--overwrite") == 0
+    assert os.listdir(out) == ["clip"] and sorted(os.listdir(out / "clip")) == [
+        "depth",
+        "meta.json",
+    ]  # no old PLYs
 
 
 def _disk_full(monkeypatch, writer: str) -> None:
-    """The `writer`'s third call (npz: first) writes a few bytes, then the disk is full."""
+    """The streamed arrays' first append ("npy") or the third PLY ("ply") writes a few bytes, then
+    the disk is full."""
     import l4p_framework.geometry as geometry
 
-    module, name, fail_at = (np, "savez_compressed", 1) if writer == "npz" else (geometry, "save_ply", 3)
-    real, calls = getattr(module, name), []
+    if writer == "npy":
+
+        def append(self, frames):
+            self.file.write(b"\x00" * 7)
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        monkeypatch.setattr(NpyAppender, "append", append)
+        return
+    real, calls = geometry.save_ply, []
 
     def write(path, *args, **kwargs):
         calls.append(path)
-        if len(calls) == fail_at:
-            Path(path).write_bytes(b"PK\x03\x04" if writer == "npz" else b"ply\nformat")
+        if len(calls) == 3:
+            Path(path).write_bytes(b"ply\nformat")
             raise OSError(errno.ENOSPC, "No space left on device")
         return real(path, *args, **kwargs)
 
-    monkeypatch.setattr(module, name, write)
+    monkeypatch.setattr(geometry, "save_ply", write)
 
 
-@pytest.mark.parametrize("writer", ["npz", "ply"])
+@pytest.mark.parametrize("writer", ["npy", "ply"])
 def test_disk_full_on_a_first_run_leaves_no_output_folder(tmp_path, monkeypatch, capsys, writer):
     video = _video(tmp_path / "clip.mp4")
     out = tmp_path / "out"
@@ -136,11 +151,11 @@ def test_interrupt_during_export_removes_the_partial_folder_and_propagates(tmp_p
     video = _video(tmp_path / "clip.mp4")
     out = tmp_path / "out"
 
-    def interrupted(file, **arrays):
-        Path(file).write_bytes(b"PK\x03\x04")
+    def interrupted(self, frames):
+        self.file.write(b"\x00" * 7)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(np, "savez_compressed", interrupted)
+    monkeypatch.setattr(NpyAppender, "append", interrupted)
     parser, _ = build_parser()
     args = parser.parse_args(["run", str(video), "--heads", "depth", "--out", str(out), "--registry", "none"])
     with pytest.raises(KeyboardInterrupt):

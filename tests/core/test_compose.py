@@ -161,3 +161,20 @@ def test_shared_matching_runs_once_per_window_and_only_when_a_head_reads_it(monk
     calls.clear()
     model(video, heads=["plain"])
     assert calls == []
+
+
+def test_streamed_outputs_are_handed_over_in_order_and_equal_the_whole_result(host):
+    """on_frames receives each streamable output once, frame chunks in order, as final as forward's."""
+    model = compose(["a"], host=host)
+    video = torch.rand(1, 3, 27, 64, 64)
+    whole = model(video)["a"]["value"]
+    chunks: list[tuple[int, torch.Tensor]] = []
+    rest = model.stream(
+        (video[:, :, i] for i in range(27)),
+        on_frames=lambda head, outputs, first: chunks.append((first, outputs["value"])),
+    )
+    assert "value" not in rest["a"]
+    starts = [first for first, _ in chunks]
+    assert starts == sorted(starts) and starts[0] == 0 and len(chunks) > 2
+    assert all(a + c.shape[2] == b for (a, c), b in zip(chunks, starts[1:]))
+    assert torch.equal(torch.cat([c for _, c in chunks], 2), whole)

@@ -129,3 +129,30 @@ def test_fit_scale_shift_known_answers():
     assert (a.item(), b.item()) == (pytest.approx(3.0), 0.0)
     a, b = fit_scale_shift(x[:1], y[:1], torch.zeros_like(x[:1], dtype=torch.bool))
     assert (a.item(), b.item()) == (1.0, 0.0)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: OverwriteStitcher({"flow": 2}, keep_previous_first=True),
+        lambda: DisparityAffineStitcher("flow", time_dim=2),
+    ],
+    ids=["overwrite", "disparity"],
+)
+@pytest.mark.parametrize("num_frames", [8, 11, 21])
+def test_releasing_final_frames_gives_the_same_video_with_two_windows_held(make, num_frames):
+    """release(state, start of the next window) before each merge: the chunks and the final rest
+    are exactly the unreleased result, and the state never holds more than overlap + one window."""
+    size, stride = 4, 3 if num_frames == 11 else 2
+    torch.manual_seed(num_frames)
+    windows = [{"flow": torch.rand(1, 2, size, 3, 2) + 0.5} for _ in plan_windows(num_frames, size, stride)]
+    whole = run(make(), windows, num_frames, size, stride)["flow"]
+    stitcher, state, chunks = make(), None, []
+    for w, outputs in zip(plan_windows(num_frames, size, stride), windows):
+        if state is not None:
+            chunks.append(stitcher.release(state, w.start)["flow"])
+            assert chunks[-1].shape[2] == w.start - sum(c.shape[2] for c in chunks[:-1])
+        state = stitcher.merge(state, outputs, w.start, w.overlap)
+        assert state.outputs["flow"].shape[2] <= 2 * size
+    chunks.append(stitcher.finalize(state)["flow"])
+    assert torch.equal(torch.cat(chunks, 2), whole)

@@ -6,6 +6,7 @@ sample (torch tensors with the shapes of `l4p_framework.batch`).
 
 from __future__ import annotations
 
+import inspect
 import io
 import re
 import struct
@@ -455,6 +456,8 @@ class SequenceDataset(torch.utils.data.Dataset):
     - ``clip_len``, ``clip_stride``: cut the kept frames into clips (default: whole sequence);
     - ``size`` (H', W') and ``resize_mode`` ("letterbox" | "crop" | "squash"): resize every
       sample with `l4p_framework.data.video.fit_to_size`, updating intrinsics and tracks.
+
+    An option no reader class takes raises InputError listing those it does (`option_names`).
     """
 
     dataset_name = "dataset"
@@ -469,7 +472,13 @@ class SequenceDataset(torch.utils.data.Dataset):
         clip_stride: int | None = None,
         size: Sequence[int] | None = None,
         resize_mode: str = "squash",
+        **unknown: Any,
     ):
+        if unknown:
+            raise InputError(
+                f"dataset {self.dataset_name!r} does not take the options {sorted(unknown)}; it takes "
+                f"{', '.join(self.option_names())} (see the reader's docstring)"
+            )
         self.start, self.frame_stride, self.max_frames = int(start), int(frame_stride), max_frames
         self.clip_len, self.clip_stride = clip_len, clip_stride
         if size is not None and (len(size) != 2 or min(int(s) for s in size) < 1):
@@ -480,6 +489,17 @@ class SequenceDataset(torch.utils.data.Dataset):
         self.resize_mode = resize_mode
         self.items: list[tuple[int, np.ndarray]] = []
         self.sequence_names: list[str] = []
+
+    @classmethod
+    def option_names(cls) -> list[str]:
+        """The keyword options of `cls(split, **options)`: the reader's own, then the shared ones."""
+        names: list[str] = []
+        for klass in cls.__mro__[: cls.__mro__.index(SequenceDataset) + 1]:
+            init = vars(klass).get("__init__")
+            if init is not None:
+                params = inspect.signature(init).parameters.values()
+                names += [p.name for p in params if p.kind is p.KEYWORD_ONLY and p.name not in names]
+        return names
 
     def _index(self, names: Sequence[str], lengths: Sequence[int]) -> None:
         """Build the clip list from sequence names and their frame counts."""

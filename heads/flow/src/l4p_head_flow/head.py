@@ -169,6 +169,7 @@ def flow_head_spec() -> HeadSpec:
                 "(B, 2, T, H, W)",
                 "backward optical flow (u, v) in pixels from frame t to frame t-1; frame 0 undefined",
                 kind="flow",
+                undefined="first frame",
             ),
         ),
         baseline=flow_baseline,

@@ -39,27 +39,32 @@ class FlowRefiner(nn.Module):
         nn.init.zeros_(self.net[-1].weight)
         nn.init.zeros_(self.net[-1].bias)
 
+    CHUNK_PIXELS = 1_000_000
+    """The CNN runs on frames in chunks of about this many pixels: its activations at 1280x720 would
+    otherwise take about 2 GB per layer for a 16-frame window. Chunking changes no value."""
+
     def forward(self, frames: torch.Tensor, matches: MatchFeatures, token_flow: torch.Tensor) -> torch.Tensor:
         """frames (B, 3, T, H, W) in [0, 1]; matches of those frames; token_flow (B, 2, T, H, W) px
         -> refined flow (B, 2, T, H, W) px = matches.backward + correction."""
-        b = frames.shape[0]
-        initial = matches.backward
-        current = rearrange(frames, "b c t h w -> (b t) c h w")
-        previous = rearrange(
-            torch.cat((frames[:, :, :1], frames[:, :, :-1]), dim=2), "b c t h w -> (b t) c h w"
-        )
-        init = rearrange(initial, "b c t h w -> (b t) c h w")
+        b, _, t, h, w = frames.shape
+        previous = torch.cat((frames[:, :, :1], frames[:, :, :-1]), dim=2)
+        inputs = [
+            rearrange(x, "b c t h w -> (b t) c h w")
+            for x in (
+                frames,
+                previous,
+                matches.backward,
+                matches.confidence,
+                matches.backward_occluded.to(frames.dtype),
+                token_flow,
+            )
+        ]
+        step = max(1, self.CHUNK_PIXELS // (h * w))
+        corrections = [self._correction(*(x[i : i + step] for x in inputs)) for i in range(0, b * t, step)]
+        correction = rearrange(torch.cat(corrections), "(b t) c h w -> b c t h w", b=b)
+        return matches.backward + correction
+
+    def _correction(self, current, previous, init, confidence, occluded, token_flow) -> torch.Tensor:
+        """The CNN on a chunk of frames, every input (F, C, H, W) -> (F, 2, H, W) pixels."""
         residual = (current - warp(previous.float(), init.float()).to(current.dtype)).abs()
-        x = torch.cat(
-            (
-                init,
-                rearrange(matches.confidence, "b c t h w -> (b t) c h w"),
-                rearrange(matches.backward_occluded.to(current.dtype), "b c t h w -> (b t) c h w"),
-                rearrange(token_flow, "b c t h w -> (b t) c h w"),
-                current,
-                residual,
-            ),
-            dim=1,
-        )
-        correction = rearrange(self.net(x), "(b t) c h w -> b c t h w", b=b)
-        return initial + correction
+        return self.net(torch.cat((init, confidence, occluded, token_flow, current, residual), dim=1))

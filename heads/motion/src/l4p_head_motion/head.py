@@ -137,6 +137,7 @@ def motion_head_spec() -> HeadSpec:
                 "motion",
                 "(B, 1, T, H, W)",
                 "logit that the pixel belongs to an object moving in the world (sigmoid > 0.5: moving)",
+                values="logit",
             ),
         ),
         baseline=motion_baseline,

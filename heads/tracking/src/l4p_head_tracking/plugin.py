@@ -21,18 +21,25 @@ OFFICIAL_PREFIX = "l4p_model.task_heads.track_2d."
 
 OUTPUTS = (
     OutputSpec(
-        "tracks", "(B, N, T, 2)", "2D track positions (x, y) in pixels, pixel centres at +0.5", kind="points"
+        "tracks",
+        "(B, N, T, 2)",
+        "2D track positions (x, y) in pixels, pixel centres at +0.5",
+        kind="points",
+        undefined="before query",
     ),
     OutputSpec(
         "visibility",
         "(B, N, T)",
         "visibility logits (sigmoid > 0.5 = visible); -10 at frames before the query (not tracked)",
+        values="logit",
+        undefined="before query",
     ),
     OutputSpec("queries", "(B, N, 3)", "the query points (t, x, y) in frames and pixels", kind="queries"),
     OutputSpec(
         "track_depth",
         "(B, N, T)",
         "z-depth of the track point, relative scale, not aligned across windows; 0 before the query",
+        undefined="before query",
     ),
 )
 
