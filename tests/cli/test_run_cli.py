@@ -167,6 +167,37 @@ def test_an_installed_untrained_head_does_not_change_a_default_run():
     assert "scaffold" in said[0] and "untrained" in said[0]
 
 
+def test_a_default_l4p_run_writes_the_same_files_with_an_untrained_head_installed(tmp_path, monkeypatch):
+    """`l4p run` without --heads, with and without a scaffolded (untrained) head plugin installed:
+    the same heads, the same arrays, bit for bit."""
+    import dataclasses
+
+    import l4p_framework.cli.common as common
+    from l4p_framework import hookimpl
+    from l4p_framework.testing import fresh_host
+
+    class Scaffold:
+        @hookimpl
+        def l4p_heads(self):
+            return [dataclasses.replace(fresh_host(entrypoints=True).get_head("depth"), name="scaffold")]
+
+    video = _video(tmp_path / "clip.mp4")
+    outputs = {}
+    for label, host in (
+        ("plain", fresh_host(entrypoints=True)),
+        ("scaffold", fresh_host(Scaffold(), entrypoints=True)),
+    ):
+        monkeypatch.setattr(common, "get_plugin_host", lambda host=host: host)
+        out = tmp_path / label
+        assert main(["run", str(video), "--out", str(out), "--no-ply", "--no-preview"]) == 0
+        outputs[label] = load_results(out / "clip")
+    plain, scaffold = outputs["plain"], outputs["scaffold"]
+    assert "scaffold" not in scaffold.meta["heads"] and scaffold.meta["heads"] == plain.meta["heads"]
+    assert list(scaffold) == list(plain) and len(plain) >= 10
+    for key in plain:
+        np.testing.assert_array_equal(np.asarray(scaffold[key]), np.asarray(plain[key]), err_msg=key)
+
+
 def test_eval_says_which_dataset_options_a_reader_refuses(tmp_path, capsys):
     args = ["eval", "--heads", "depth", "--registry", "none", "--data", "sintel", f"root={tmp_path}"]
     assert main([*args, "num_frames=24"]) == 2
