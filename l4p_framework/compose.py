@@ -20,7 +20,7 @@ from .features import TokenFeatures
 from .io import sha256_file
 from .matching import MatchConfig, prepare_window
 from .plugins import PluginHost, get_plugin_host
-from .registry import RegistryFile, load_registry
+from .registry import RegistryFile, check_encoder_preset, check_window, load_registry
 from .specs import HeadSpec, Layer
 from .windows import Window, iter_windows, plan_windows
 
@@ -51,7 +51,12 @@ class L4P(nn.Module):
         self.heads = nn.ModuleDict()
         self.specs: dict[str, HeadSpec] = {}
         self.configs: dict[str, BaseModel] = {}
-        self.window_stride = window_stride or max(1, encoder.config.num_frames // 2)
+        size = encoder.config.num_frames
+        if window_stride is not None and not 1 <= window_stride <= size:
+            raise InputError(
+                f"window_stride must be in 1..{size} (the encoder's window), got {window_stride}"
+            )
+        self.window_stride = window_stride or max(1, size // 2)
         self.matching = matching if isinstance(matching, MatchConfig) else MatchConfig(**(matching or {}))
         """The shared frame matching (backend, preset) of the heads that read `batch["matches"]`."""
 
@@ -202,6 +207,8 @@ class L4P(nn.Module):
         dict, which keeps the rest (e.g. poses, tracks). At most about two windows of such outputs
         are held in memory, whatever the video's length.
         """
+        if isinstance(heads, str):
+            raise InputError(f"heads must be a list of head names, e.g. [{heads!r}], got {heads!r}")
         heads = list(heads or self.heads)
         missing = [h for h in heads if h not in self.heads]
         if missing:
@@ -322,13 +329,14 @@ class L4P(nn.Module):
         allow_untrained: bool = False,
     ) -> L4P:
         """Build the encoder and the named (default: all registered) heads from registry.yaml."""
+        if isinstance(heads, str):
+            raise InputError(f"heads must be a list of head names, e.g. [{heads!r}], got {heads!r}")
         reg = path if isinstance(path, RegistryFile) else load_registry(path, overrides)
         host = host or get_plugin_host()
-        model = cls(
-            encoder_from_registry(reg, device),
-            window_stride=reg.registry.window.stride,
-            matching=reg.registry.matching,
-        )
+        check_encoder_preset(reg, host)  # also when encoder.weights is set: a typo is not ignored
+        encoder = encoder_from_registry(reg, device)
+        check_window(reg, encoder.config.num_frames)
+        model = cls(encoder, window_stride=reg.registry.window.stride, matching=reg.registry.matching)
         for name in heads if heads is not None else list(reg.registry.heads):
             spec = reg.check_plugin(name, host)
             config = reg.head_config(name, spec)
@@ -378,6 +386,8 @@ def compose(
 
     heads=None means every head in the registry, or every installed head.
     """
+    if isinstance(heads, str):
+        raise InputError(f"heads must be a list of head names, e.g. [{heads!r}], got {heads!r}")
     host = host or get_plugin_host()
     if registry is not None:
         return L4P.from_registry(registry, heads=heads, host=host)
@@ -434,9 +444,19 @@ def _queries_to_model(queries: torch.Tensor, transform: FrameTransform) -> torch
 
 def check_intrinsics(K: torch.Tensor) -> torch.Tensor:
     """K (..., 3, 3) pixel intrinsics: finite, positive focal lengths, last row (0, 0, 1); else InputError."""
-    check_tensor("intrinsics", K, "(..., 3, 3) pixel K")
+    check_tensor("intrinsics", K, "(..., 3, 3) pixel K", finite=False)
     if K.shape[-2:] != (3, 3):
         raise InputError(f"intrinsics must be 3x3 matrices (..., 3, 3), got {tuple(K.shape)}")
+    bad = ~torch.isfinite(K)
+    if bool(bad.any()):
+        *matrix, row, col = (int(i) for i in bad.nonzero()[0])
+        names = {(0, 0): "fx", (1, 1): "fy", (0, 2): "cx", (1, 2): "cy", (0, 1): "skew"}
+        entry = names.get((row, col), f"row {row}, column {col}")
+        where = f"{entry} of intrinsics[{', '.join(map(str, matrix))}]" if matrix else entry
+        raise InputError(
+            f"intrinsics K must be finite (got {int(bad.sum())} NaN/Inf values, the first at {where}); "
+            "pass fx, fy, cx, cy in pixels"
+        )
     fx, fy = K[..., 0, 0], K[..., 1, 1]
     if bool((fx <= 0).any()) or bool((fy <= 0).any()):
         raise InputError(
@@ -455,11 +475,12 @@ def _per_frame_intrinsics(intrinsics: torch.Tensor | None, b: int, t: int) -> to
     """intrinsics (B, 3, 3) or (B, T, 3, 3) -> (B, T, 3, 3), with clear errors."""
     if intrinsics is None:
         return None
-    check_tensor("intrinsics", intrinsics, "(B, 3, 3) or (B, T, 3, 3)")
+    check_tensor("intrinsics", intrinsics, "(B, 3, 3) or (B, T, 3, 3)", finite=False)
     if intrinsics.shape[-2:] != (3, 3) or intrinsics.ndim not in (3, 4) or intrinsics.shape[0] != b:
         raise InputError(
             f"intrinsics must be (B, 3, 3) or (B, T, 3, 3) with B={b}, got {tuple(intrinsics.shape)}"
         )
+    check_intrinsics(intrinsics)  # finite, positive focal lengths, last row (0, 0, 1)
     if intrinsics.ndim == 3:
         return intrinsics[:, None].expand(b, t, 3, 3)
     if intrinsics.shape[1] != t:

@@ -35,6 +35,14 @@ class DataError(L4PError):
     """A dataset file is unreadable, truncated, has a wrong magic number, or lacks a key."""
 
 
+class L4PWarning(UserWarning):
+    """Base class of l4p's warnings: something is wrong with an input, l4p carried on with what it could use."""
+
+
+class DataWarning(L4PWarning):
+    """An input file is partly unreadable (e.g. a truncated video); only its readable part is used."""
+
+
 def check_tensor(name: str, tensor, shape: str, *, ndim: int | None = None, finite: bool = True) -> None:
     """Raise InputError unless `tensor` is a torch tensor with `ndim` dims and finite values.
 

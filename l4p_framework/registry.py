@@ -6,16 +6,21 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from omegaconf import OmegaConf
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic_core import PydanticCustomError
 
 from .config import merge_configs, validate
 from .errors import PluginError, RegistryError
 from .io import atomic_write_text, sha256_file
 from .matching import MatchConfig
 from .specs import HeadSpec
+
+if TYPE_CHECKING:
+    from .encoder.config import EncoderConfig
+    from .plugins import PluginHost
 
 SCHEMA_VERSION = 1
 
@@ -55,6 +60,14 @@ class CacheSettings(BaseModel):
 class WindowSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     stride: int = 8
+    """Frames between the starts of consecutive windows: 1 .. the encoder's window length."""
+
+    @field_validator("stride")
+    @classmethod
+    def _positive(cls, stride: int) -> int:
+        if stride < 1:
+            raise PydanticCustomError("stride", "must be >= 1 (frames between window starts)")
+        return stride
 
 
 class Registry(BaseModel):
@@ -156,6 +169,96 @@ def check_files(reg: RegistryFile) -> list[str]:
             problems.append(f"{reg.source}: {where}.weights: file {path} does not exist")
         elif entry.sha256 and sha256_file(path) != entry.sha256:
             problems.append(f"{reg.source}: {where}.weights: sha256 of {path} differs from {where}.sha256")
+    return problems
+
+
+def check_encoder_preset(reg: RegistryFile, host: PluginHost | None = None) -> EncoderConfig:
+    """The EncoderConfig of encoder.preset (core preset or encoder plugin of `host`).
+
+    RegistryError, with the closest name, for an unknown preset: also when encoder.weights is set,
+    so a misspelled preset next to a weights file is not silently ignored.
+    """
+    from .encoder.config import PRESETS
+
+    name = reg.registry.encoder.preset
+    if name in PRESETS:
+        return PRESETS[name]
+    if host is None:
+        from .plugins import get_plugin_host
+
+        host = get_plugin_host()
+    plugin_presets = host.encoders()
+    if name in plugin_presets:
+        return plugin_presets[name].config
+    from .suggest import did_you_mean
+
+    known = sorted({*PRESETS, *plugin_presets})
+    raise RegistryError(
+        f"{reg.source}: encoder.preset: unknown encoder preset {name!r}{did_you_mean(name, known)}; "
+        f"known presets: {known}"
+    )
+
+
+def check_window(reg: RegistryFile, window_frames: int) -> None:
+    """RegistryError unless window.stride fits an encoder window of `window_frames` frames."""
+    stride = reg.registry.window.stride
+    if stride > window_frames:
+        raise RegistryError(
+            f"{reg.source}: window.stride must be <= {window_frames} (the encoder's window length), "
+            f"got {stride}; a larger stride skips frames (half the window is the usual choice)"
+        )
+
+
+def check_weights(reg: RegistryFile, host: PluginHost | None = None) -> list[str]:
+    """Problems found by loading every weights file the registry names, as `L4P.from_registry` does.
+
+    Finds what sha256 checks cannot: files that are corrupt or truncated but registered as they
+    are, NaN/Inf values, tensors whose shapes do not fit the module the head's spec and config
+    build, head files trained on another encoder and an encoder whose fingerprint differs from
+    encoder.fingerprint. One line per problem, naming the head and the file. Missing files, sha256
+    mismatches, missing plugins and invalid params are left to `check_files` and plain validation.
+    """
+    from .checkpoints import load_head
+    from .encoder import load_encoder
+    from .errors import L4PError
+
+    if host is None:
+        from .plugins import get_plugin_host
+
+        host = get_plugin_host()
+    entry = reg.registry.encoder
+    weights = reg.resolve(entry.weights)
+    if weights is not None and not weights.is_file():
+        return []  # reported by check_files; the heads cannot be checked without the encoder
+    try:
+        encoder = load_encoder(weights or entry.preset, seed=entry.seed, precision="fp32")
+    except L4PError as exc:
+        return [f"{reg.source}: encoder.weights: {exc} (heads not checked: they need the encoder)"]
+    problems = []
+    if entry.fingerprint and encoder.fingerprint != entry.fingerprint:
+        problems.append(
+            f"{reg.source}: encoder.weights: {weights or entry.preset} has fingerprint "
+            f"{encoder.fingerprint[:16]}..., encoder.fingerprint says {entry.fingerprint[:16]}...; "
+            "run `l4p registry lock` if the change is intended"
+        )
+    for name, head in reg.registry.heads.items():
+        path = reg.resolve(head.weights)
+        if path is None or not path.is_file():
+            continue
+        try:
+            spec = reg.check_plugin(name, host)
+            config = reg.head_config(name, spec)
+        except L4PError:
+            continue  # reported by plain validation
+        if head.encoder_fingerprint and head.encoder_fingerprint != encoder.fingerprint:
+            problems.append(
+                f"{reg.source}: heads.{name}.encoder_fingerprint {head.encoder_fingerprint[:16]}... is not "
+                f"the encoder's {encoder.fingerprint[:16]}... ({path}); retrain the head on this encoder"
+            )
+        try:
+            load_head(path, spec, encoder.info, config=config)
+        except L4PError as exc:
+            problems.append(f"{reg.source}: heads.{name}.weights: {exc}")
     return problems
 
 

@@ -111,7 +111,15 @@ def cmd_registry(args) -> int:
 
     from ..errors import RegistryError
     from ..plugins import get_plugin_host
-    from ..registry import check_files, load_registry, lock_registry, schema
+    from ..registry import (
+        check_encoder_preset,
+        check_files,
+        check_weights,
+        check_window,
+        load_registry,
+        lock_registry,
+        schema,
+    )
 
     if args.action == "schema":
         print(json.dumps(schema(), indent=2))
@@ -126,14 +134,23 @@ def cmd_registry(args) -> int:
         return 0
     problems = check_files(reg)
     host = get_plugin_host()
+    try:
+        check_window(reg, check_encoder_preset(reg, host).num_frames)
+    except L4PError as exc:
+        problems.append(str(exc))
     for name in reg.registry.heads:
         try:
             reg.head_config(name, reg.check_plugin(name, host))
         except L4PError as exc:
             problems.append(str(exc))
+    if args.deep:
+        problems += check_weights(reg, host)
     if problems:
         raise RegistryError("\n".join(problems))
-    print(f"{reg.path}: valid ({len(reg.registry.heads)} heads, encoder {reg.registry.encoder.preset})")
+    checked = "every weights file loaded, " if args.deep else ""
+    print(
+        f"{reg.path}: valid ({checked}{len(reg.registry.heads)} heads, encoder {reg.registry.encoder.preset})"
+    )
     return 0
 
 
@@ -202,6 +219,12 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable]]:
     p = sub.add_parser("registry", help="validate, show, lock or print the schema of registry.yaml")
     p.add_argument("action", choices=["validate", "show", "schema", "lock"])
     p.add_argument("--registry", default=DEFAULT_REGISTRY)
+    p.add_argument(
+        "--deep",
+        action="store_true",
+        help="validate: also load every weights file (shapes, NaN/Inf values, encoder fingerprints), "
+        "not just its sha256",
+    )
     p.add_argument("overrides", nargs="*", help="key=value overrides")
     handlers["registry"] = cmd_registry
 

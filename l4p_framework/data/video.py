@@ -22,13 +22,15 @@ Writing
     when libx264 is missing), .webm (VP9) or .gif (Pillow). ``VideoWriter(path, fps)`` writes the
     same video formats one frame at a time (a context manager; bounded memory).
 
-Errors about a user's video are `InputError`s with a one-line message naming the path.
+Errors about a user's video are `InputError`s with a one-line message naming the path. A video
+file that ends early (truncated, corrupt) yields the frames it has, then warns (`DataWarning`).
 """
 
 from __future__ import annotations
 
 import math
 import re
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -39,7 +41,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import InputError
+from ..errors import DataWarning, InputError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 _MODES = ("letterbox", "crop", "squash")
@@ -129,13 +131,17 @@ class _FileSource(VideoSource):
         self.num_frames = count if count > 0 else None
 
     def __iter__(self) -> Iterator[np.ndarray]:
+        """Decoded frames. A file that ends early (fewer frames than its container declares, or a
+        decoding error after some frames) gives the frames it has and a `DataWarning`."""
         import av
 
         index = 0
+        declared = 0
         try:
             with av.open(str(self.path)) as container:
                 stream = container.streams.video[0]
                 stream.thread_type = "AUTO"
+                declared = int(stream.frames or 0)  # exact frame count of the index (0: unknown)
                 for frame in container.decode(stream):
                     arr = frame.to_ndarray(format="rgb24")
                     if arr.shape[:2] != self.size:
@@ -148,9 +154,27 @@ class _FileSource(VideoSource):
         except InputError:
             raise
         except Exception as e:
+            if index == 0:
+                raise InputError(
+                    f"{self.path}: decoding failed at frame 0 ({_why(e)}); the file is corrupt or truncated"
+                ) from None
+            self._warn_incomplete(index, declared or self.num_frames, f" ({_why(e)})")
+            return
+        if index == 0:
             raise InputError(
-                f"{self.path}: decoding failed at frame {index} ({_why(e)}); the file is corrupt or truncated"
-            ) from None
+                f"{self.path}: video contains no decodable frames; the file is corrupt or truncated"
+            )
+        if index < declared:
+            self._warn_incomplete(index, declared)
+
+    def _warn_incomplete(self, decoded: int, declared: int | None, why: str = "") -> None:
+        count = f"{decoded} of {declared}" if declared else str(decoded)
+        warnings.warn(
+            f"{self.path}: decoded {count} frames; the file is truncated or corrupt; "
+            f"results cover frames 0..{decoded - 1}{why}",
+            DataWarning,
+            stacklevel=3,
+        )
 
 
 class _ImageFolderSource(VideoSource):
