@@ -2,26 +2,56 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 from typing import Any
 
 import torch
 
 from ... import batch as B
+from .camera_effects import apply_camera_effects
 from .config import Synth4DConfig
 from .render import render
-from .scene import Scene, sample_scene
+from .scene import NUM_ROOM_MATERIALS, Scene, sample_scene
+from .textures import sample_photo_materials, scan_photos
 from .tracks import sample_tracks
 
+TEXTURE_STREAM = "textures"
+EFFECTS_STREAM = "camera_effects"
 
-def render_clip(seed: int, config: Synth4DConfig | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+
+def stream_generator(seed: int, stream: str) -> torch.Generator:
+    """A generator for one optional part of clip `seed` (photo textures, camera effects).
+
+    Its own stream, seeded from (seed, stream) by hashing, so switching an option on draws nothing
+    from the clip's main generator: geometry, labels and tracks stay those of the plain clip.
+    """
+    digest = hashlib.sha256(f"synth4d:{int(seed)}:{stream}".encode()).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") >> 1)
+
+
+def render_clip(
+    seed: int, config: Synth4DConfig | None = None, split: str | None = None
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """The sample of clip `seed` plus auxiliary ground truth.
 
+    split ("train", "val", "test") picks the photos of config.photo_split (needed only then).
     Returns (sample, aux): sample as `generate_clip`; aux holds "scene" (the `Scene`) and
     "object_id" (T, H, W) long (0 = room, k = object k-1 of the scene).
     """
     config = config or Synth4DConfig()
     g = torch.Generator().manual_seed(int(seed))
     scene = sample_scene(seed, config, generator=g)
+    if config.textures is not None:
+        paths = scan_photos(config.textures, config.photo_split, split)
+        photos = sample_photo_materials(
+            stream_generator(seed, TEXTURE_STREAM),
+            paths,
+            NUM_ROOM_MATERIALS,
+            scene.obj_radius,
+            config.texture_mix,
+        )
+        scene = dataclasses.replace(scene, photos=photos)
     labels = render(scene, config.height, config.width)
     tracks = sample_tracks(
         scene,
@@ -31,8 +61,17 @@ def render_clip(seed: int, config: Synth4DConfig | None = None) -> tuple[dict[st
         config.moving_query_fraction,
         g,
     )
+    video = labels["video"]
+    if config.camera_effects:
+        video = apply_camera_effects(
+            video,
+            labels["flow"],
+            labels["flow_valid"],
+            labels["flow_forward"],
+            stream_generator(seed, EFFECTS_STREAM),
+        )
     sample: dict[str, Any] = {
-        B.VIDEO: labels["video"],
+        B.VIDEO: video,
         B.DEPTH: labels["depth"],
         B.DEPTH_VALID: torch.ones_like(labels["depth"], dtype=torch.bool),
         B.FLOW: labels["flow"],
@@ -53,7 +92,7 @@ def render_clip(seed: int, config: Synth4DConfig | None = None) -> tuple[dict[st
     return sample, {"scene": scene, "object_id": labels["object_id"]}
 
 
-def generate_clip(seed: int, config: Synth4DConfig | None = None) -> dict[str, Any]:
+def generate_clip(seed: int, config: Synth4DConfig | None = None, split: str | None = None) -> dict[str, Any]:
     """Render clip `seed`: a sample dict with the keys of `l4p_framework.batch`.
 
     Shapes (T = num_frames, H x W, N = num_queries), all float32 unless noted: video (3, T, H, W)
@@ -65,9 +104,11 @@ def generate_clip(seed: int, config: Synth4DConfig | None = None) -> dict[str, A
     facing the camera; motion_mask (1, T, H, W) {0, 1}; intrinsics (T, 3, 3) pixels (+0.5 centres);
     poses (T, 4, 4) camera-to-world; queries (N, 3) (t, x, y); tracks (N, T, 2) pixels; visibility
     (N, T) bool; track_depth (N, T); tracks_3d (N, T, 3) camera frame; seed int; name str.
-    Same seed and config -> bitwise identical tensors.
+    Same seed and config -> bitwise identical tensors. With config.textures, the room faces and
+    objects show photos (split picks config.photo_split's photos); with config.camera_effects the
+    video (only) gets real-camera artefacts. Neither changes geometry, labels or tracks.
     """
-    return render_clip(seed, config)[0]
+    return render_clip(seed, config, split)[0]
 
 
-__all__ = ["Scene", "generate_clip", "render_clip"]
+__all__ = ["Scene", "generate_clip", "render_clip", "stream_generator"]

@@ -12,6 +12,7 @@ from ...errors import ConfigError
 from ...specs import DatasetSpec
 from .clip import generate_clip
 from .config import Synth4DConfig
+from .textures import scan_photos
 
 SPLIT_SEEDS: dict[str, tuple[int, int]] = {
     "train": (0, 1_000_000),
@@ -49,7 +50,9 @@ class Synth4D(torch.utils.data.Dataset):
 
     split is "train", "val" or "test"; `length` (default: the whole seed range of the split, at
     most that) sets `len()`; every other option is a `Synth4DConfig` field (num_frames, height,
-    width, num_queries, ...). Items are sample dicts, see `generate_clip`.
+    width, num_queries, ...). Items are sample dicts, see `generate_clip`. With `textures`, the
+    photo folder (and `photo_split`) is checked here: a missing or empty folder, or an unreadable
+    photo header, raises DataError now; the split uses only its photos of `photo_split`.
     """
 
     def __init__(self, split: str = "train", *, length: int | None = None, **options: Any) -> None:
@@ -76,6 +79,9 @@ class Synth4D(torch.utils.data.Dataset):
         self.split = split
         self.length = length
         self.first_seed = start
+        self.photos: tuple[str, ...] = ()
+        if self.config.textures is not None:
+            self.photos = scan_photos(self.config.textures, self.config.photo_split, split)
 
     def __len__(self) -> int:
         return self.length
@@ -90,7 +96,7 @@ class Synth4D(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         seed = self.seed(int(index))
-        sample = generate_clip(seed, self.config)
+        sample = generate_clip(seed, self.config, split=self.split)
         sample["name"] = f"synth4d-{self.split}-{seed:07d}"
         return sample
 
@@ -104,7 +110,8 @@ def synth4d_spec() -> DatasetSpec:
         splits=tuple(SPLIT_SEEDS),
         description=(
             "Procedural textured room with moving rigid spheres/boxes and a moving camera, ray cast in "
-            "torch: exact RGB, depth, normals, flow, tracks, motion masks, intrinsics and poses. "
+            "torch: exact RGB, depth, normals, flow, tracks, motion masks, intrinsics and poses; "
+            "optionally photo textures (textures=FOLDER, photo_split=JSON) and real-camera effects. "
             f"Options: {', '.join(valid_options())}."
         ),
     )

@@ -19,6 +19,7 @@ import torch
 from einops import rearrange
 
 from .scene import NOISE_TERMS, NUM_ROOM_MATERIALS, SPHERE, Scene
+from .textures import photo_color
 
 NEAR = 1e-3
 """Smallest z-depth a hit may have (scene units)."""
@@ -270,16 +271,23 @@ def _material_color(scene: Scene, m: int, attrs: torch.Tensor) -> torch.Tensor:
 
 
 def albedo(scene: Scene, surf: Surface) -> torch.Tensor:
-    """Procedural texture colour (3, TP) in [0, 1] of surface points.
+    """Texture colour (3, TP) in [0, 1] of surface points: procedural, or a photo where scene.photos says.
 
-    Reads surf.texture (row 8 = pixel footprint in scene units per pixel); patterns finer than
-    about two pixels fade out (an analytic Gaussian prefilter), which limits aliasing.
+    Reads surf.texture (row 8 = pixel footprint in scene units per pixel); procedural patterns
+    finer than about two pixels fade out (an analytic Gaussian prefilter) and photos are mip-mapped
+    by the same footprint, which limits aliasing.
     """
     out = torch.empty_like(surf.point)
+    photos = scene.photos
     for m in range(NUM_ROOM_MATERIALS + scene.num_objects):
         idx = (surf.material == m).nonzero()[:, 0]
         if idx.numel():
-            out.index_copy_(1, idx, _material_color(scene, m, surf.texture.index_select(1, idx)))
+            attrs = surf.texture.index_select(1, idx)
+            if photos is not None and bool(photos.use[m]):
+                color = photo_color(photos, m, attrs[6:8], attrs[8])
+            else:
+                color = _material_color(scene, m, attrs)
+            out.index_copy_(1, idx, color)
     return out
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from .config import Synth4DConfig
+from .textures import PhotoMaterials
 
 SPHERE = 0
 BOX = 1
@@ -53,7 +54,8 @@ class Scene:
     ordered spheres first, then boxes: obj_kind (O,) in {SPHERE, BOX}; obj_half (O, 3) the sphere
     radius (repeated) or the box half extents; obj_rot (T, O, 3, 3) and obj_pos (T, O, 3) are
     object-to-world; obj_moving (O,) marks objects with non-zero world motion. light_dir (3,) is the
-    unit direction towards the light, ambient the ambient shading term in [0, 1].
+    unit direction towards the light, ambient the ambient shading term in [0, 1]. photos, when set,
+    gives materials photo textures (`textures.PhotoMaterials`; None = procedural only).
     """
 
     room_lo: torch.Tensor
@@ -69,6 +71,7 @@ class Scene:
     materials: Materials
     light_dir: torch.Tensor
     ambient: float
+    photos: PhotoMaterials | None = None
 
     @property
     def num_frames(self) -> int:
@@ -81,6 +84,11 @@ class Scene:
     @property
     def num_spheres(self) -> int:
         return int((self.obj_kind == SPHERE).sum())
+
+    @property
+    def obj_radius(self) -> torch.Tensor:
+        """Bounding-sphere radius (O,) of each object: the sphere radius or the box half diagonal."""
+        return torch.where(self.obj_kind == SPHERE, self.obj_half[:, 0], self.obj_half.norm(dim=-1))
 
     def poses(self) -> torch.Tensor:
         """Camera-to-world 4x4 matrices, (T, 4, 4)."""
@@ -196,6 +204,36 @@ def _look_at(pos: torch.Tensor, target: torch.Tensor, roll: torch.Tensor) -> tor
     return torch.stack([x, y, z], dim=-1)
 
 
+def _dolly(
+    g: torch.Generator,
+    cam_pos: torch.Tensor,
+    target: torch.Tensor,
+    scale: float,
+    room_lo: torch.Tensor,
+    room_hi: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Add a steady travel along the first frame's view direction to camera path and target (T, 3).
+
+    Forward (70 %) or backward at 0.04-0.15 units/frame times `scale`, shortened where needed so the
+    camera stays 0.5 units inside the side walls and floor/ceiling and at least 4 units before the
+    back wall (room for the objects, which are placed beyond the camera path). The target moves
+    along, so the dolly changes no viewing angle.
+    """
+    frames = torch.arange(cam_pos.shape[0], dtype=torch.float32)
+    forward = _unit(target[0] - cam_pos[0])
+    sign = 1.0 if bool(torch.rand((), generator=g) < 0.7) else -1.0
+    speed = sign * float(_uniform(g, 0.04, 0.15)) * scale
+    offset = (speed * frames)[:, None] * forward  # (T, 3)
+    lo = room_lo + 0.5
+    hi = torch.stack([room_hi[0] - 0.5, room_hi[1] - 0.4, room_hi[2] - 4.0])
+    base = torch.minimum(torch.maximum(cam_pos, lo), hi)
+    # Largest fraction s of the travel with base + s * offset inside [lo, hi] on every frame.
+    room_left = torch.where(offset > 0, hi - base, lo - base)
+    ratio = torch.where(offset != 0, room_left / torch.where(offset != 0, offset, 1.0), math.inf)
+    s = float(ratio.min().clamp(0.0, 1.0))
+    return cam_pos + s * offset, target + s * offset
+
+
 def sample_scene(seed: int, config: Synth4DConfig, generator: torch.Generator | None = None) -> Scene:
     """Draw the scene of clip `seed` (same seed and config -> identical scene).
 
@@ -239,6 +277,10 @@ def sample_scene(seed: int, config: Synth4DConfig, generator: torch.Generator | 
     tgt_amp = _uniform(g, 0.3, 1.0, 3) * torch.tensor([0.3, 0.1, 0.1]) * motion / tgt_omega
     tgt_phase = _uniform(g, 0.0, 2 * math.pi, 3)
     target = tgt0.reshape(3) + tgt_amp * torch.sin(tgt_omega * frames[:, None] + tgt_phase)
+    if config.camera_motion != "pan":  # no draws for "pan": the original clips stay bit for bit
+        dolly = config.camera_motion == "dolly" or bool(torch.rand((), generator=g) < 0.5)
+        if dolly:
+            cam_pos, target = _dolly(g, cam_pos, target, config.camera_motion_scale, room_lo, room_hi)
     roll = _uniform(g, 0.0, 0.08) * motion * torch.sin(_uniform(g, 0.02, 0.1) * frames + _uniform(g, 0, 6.3))
     cam_rot = _look_at(cam_pos, target, roll)
 
