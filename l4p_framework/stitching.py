@@ -115,7 +115,8 @@ class DisparityAffineStitcher:
     """Depth windows aligned by least-squares scale and shift in disparity over the overlap.
 
     For each new window: disp = 1/depth (0 where depth <= 0); fit a*disp_new + b ~ disp_buffer
-    over overlap pixels where both are positive, apply to the whole window, convert back to
+    over overlap pixels where both are positive (at most `MAX_FIT_SAMPLES` of them, evenly strided),
+    apply to the whole window frame by frame, convert back to
     depth (non-positive aligned disparity -> the largest depth stitched so far) and overwrite. Empty or
     degenerate overlaps fall back to scale-only, then to no alignment.
     """
@@ -131,12 +132,16 @@ class DisparityAffineStitcher:
         if self.key in state.outputs and overlap > 0:
             buf = _narrow(state.outputs[self.key], self.time_dim, start - state.offset, overlap)
             cur = _narrow(depth, self.time_dim, 0, overlap)
-            disp_buf, disp_cur = _safe_inverse(buf), _safe_inverse(cur)
+            step = max(1, cur[0].numel() // MAX_FIT_SAMPLES)  # every step-th pixel: bounded memory
+            disp_buf, disp_cur = (_safe_inverse(x.flatten(1)[:, ::step]) for x in (buf, cur))
             a, b = fit_scale_shift(disp_cur, disp_buf, (disp_buf > 0) & (disp_cur > 0))
-            shape = (-1,) + (1,) * (depth.ndim - 1)
-            disp = a.view(shape) * _safe_inverse(depth) + b.view(shape)
-            far = state.far.view(shape).expand_as(depth)
-            depth = torch.where(disp > 0, 1.0 / disp.clamp_min(1e-12), far)
+            depth = torch.stack(
+                [
+                    _align_disparity(frame, a, b, state.far)
+                    for frame in depth.unbind(self.time_dim)  # frame by frame: bounded memory
+                ],
+                self.time_dim,
+            )
         largest = depth.flatten(1).amax(1)
         state.far = largest if state.far is None else torch.maximum(state.far, largest)
         start -= state.offset
@@ -148,6 +153,20 @@ class DisparityAffineStitcher:
 
     def finalize(self, state: _State) -> dict[str, torch.Tensor]:
         return dict(state.outputs)
+
+
+MAX_FIT_SAMPLES = 1_000_000
+"""The disparity fit of `DisparityAffineStitcher` uses at most about this many overlap pixels per
+batch element (evenly strided): the same fit up to sampling, in bounded memory at 4K."""
+
+
+def _align_disparity(
+    depth: torch.Tensor, a: torch.Tensor, b: torch.Tensor, far: torch.Tensor
+) -> torch.Tensor:
+    """depth (B, ...) -> depth of the aligned disparity a / depth + b (B,); non-positive -> far (B,)."""
+    shape = (-1,) + (1,) * (depth.ndim - 1)
+    disp = a.view(shape) * _safe_inverse(depth) + b.view(shape)
+    return torch.where(disp > 0, 1.0 / disp.clamp_min(1e-12), far.view(shape).expand_as(depth))
 
 
 def _safe_inverse(x: torch.Tensor) -> torch.Tensor:

@@ -55,11 +55,13 @@ from l4p_framework.geometry import (
     save_tum,
     transform_poses,
 )
+from l4p_framework.matching import shared_matching
 from l4p_framework.metrics.pose import align_trajectory, pose_metrics
 from l4p_framework.specs import EncoderInfo, HeadSpec
 from l4p_framework.viz import trajectory_plot
 
 from . import __version__
+from .odometry import compose_window, pair_motion
 
 NAME = "pose"
 OFFICIAL_MODULE = "camray"
@@ -93,6 +95,9 @@ class PoseConfig(BaseModel):
         overlap. The shipped model uses "same": its decoder predicts smaller steps late in a window,
         so the fitted scale comes out ~0.7 per window and long trajectories shrink geometrically and
         freeze.
+    matching: "none" keeps the ray solution; "shared" takes each frame step's rotation and translation
+        direction from the shared frame matching (two-view geometry at the input resolution with this
+        head's K, `odometry.py`) and only the step's length from the rays.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -106,6 +111,7 @@ class PoseConfig(BaseModel):
     robust_iters: int = Field(5, ge=0, le=50)
     chain_method: Literal["poses", "centres"] = "poses"
     chain_scale: Literal["fit", "same"] = "fit"
+    matching: Literal["none", "shared"] = "none"
 
     def hook_layers(self, info: EncoderInfo) -> tuple[int, int, int, int]:
         """The four encoder blocks this head reads on encoder `info`."""
@@ -250,6 +256,10 @@ class PoseHead(nn.Module):
             poses, K = solve_rays(rays, self.config.intrinsics_mode, **args)
             if self.config.intrinsics_mode == "fixed":
                 memory = {"K": K[:, 0].detach()}
+        if self.config.matching == "shared":
+            matches, _, transform = shared_matching(batch, NAME)
+            R, direction, _, ok = pair_motion(matches, transform.invert_intrinsics(K.double()))
+            poses = compose_window(R, direction, ok, poses.double()).float().to(rays.device)
         return {"rays": rays, "poses": poses, "intrinsics": K}, memory
 
 
@@ -594,6 +604,7 @@ def pose_head_spec() -> HeadSpec:
         outputs=OUTPUTS,
         baseline=pose_baseline,
         stitcher=lambda config: PoseStitcher(config.chain_method, config.chain_scale),
+        uses_matching=lambda config: config.matching == "shared",
         visualize=visualize_pose,
         inputs=("intrinsics",),
         official_key_map=official_key_map,
