@@ -9,8 +9,8 @@ Array layouts (the `layout` entry of meta.json says which): dense maps (T, H, W)
 (T, H, W, C) for more (flow (T, H, W, 2) in pixels, normals (T, H, W, 3)); per-point outputs
 (T, N, ...) (tracks (T, N, 2)); other outputs keep their axes with T moved first (poses
 (T, 4, 4), intrinsics (T, 3, 3)) or have no T (queries (N, 3)). Every pixel position and size is in
-the output resolution `meta["size"]` (pixel centres at +0.5). Dense real maps are float16, other
-real outputs float32. Outputs a head marks as logits (`OutputSpec.values`) are written as
+the output resolution `meta["size"]` (pixel centres at +0.5). Real outputs are float32, dense maps
+whose `OutputSpec.export_dtype` is "float16" (bounded values: flow, normals) float16. Outputs a head marks as logits (`OutputSpec.values`) are written as
 probabilities: dense maps as uint8 p * 255 (`values: "probability255"`), others as float32 p with
 the raw logit beside them as OUTPUT_logit.npy. Frames where an output is undefined
 (`OutputSpec.undefined`: backward flow's first frame, points before their query frame) hold NaN
@@ -126,7 +126,7 @@ def to_file_arrays(spec: OutputSpec, value: torch.Tensor) -> dict[str, tuple[np.
         if dense:
             return {spec.name: (np.rint(prob * 255).astype(np.uint8), layout)}
         return {spec.name: (prob.astype(np.float32), layout), f"{spec.name}_logit": (x, layout)}
-    return {spec.name: (x.astype(np.float16 if dense else np.float32), layout)}
+    return {spec.name: (x.astype(spec.export_dtype if dense else np.float32), layout)}
 
 
 class ResultsWriter:

@@ -54,7 +54,9 @@ class OutputSpec:
     `values` "logit" marks log-odds (exports write the probability, see `l4p_framework.results`);
     `undefined` names the frames where the output means nothing ("first frame": e.g. backward flow;
     "before query": a point before its query frame, for outputs with an N axis next to T); exports
-    write NaN there.
+    write NaN there. `export_dtype` is the precision `l4p run` stores a dense real output in:
+    "float16" halves the disk for bounded values (flow in pixels, unit normals); unbounded ones
+    (relative depth) keep "float32", float16 would turn values above 65504 into inf.
     """
 
     name: str
@@ -63,6 +65,7 @@ class OutputSpec:
     kind: OutputKind = "auto"
     values: OutputValues = "real"
     undefined: Undefined = ""
+    export_dtype: Literal["float32", "float16"] = "float32"
 
     @property
     def resolved_kind(self) -> str:

@@ -122,3 +122,14 @@ def test_the_loader_refuses_what_is_not_an_l4p_results_folder_and_never_unpickle
         results["h/x"]
     with pytest.raises(KeyError, match="'h/y' is not in"):
         results["h/y"]
+
+
+def test_unbounded_maps_stay_float32_and_bounded_ones_may_be_float16():
+    """Relative depth can exceed float16's 65504 (it would become inf); flow/normals opt in to float16."""
+    value = torch.full((1, 1, 2, 2, 2), 1e6)
+    depth, _ = to_file_arrays(OutputSpec("depth", "(B, 1, T, H, W)", ""), value)["depth"]
+    assert depth.dtype == np.float32 and np.all(depth == 1e6)
+    flow, _ = to_file_arrays(OutputSpec("flow", "(B, 1, T, H, W)", "", export_dtype="float16"), value / 1e4)[
+        "flow"
+    ]
+    assert flow.dtype == np.float16 and np.all(flow == 100)

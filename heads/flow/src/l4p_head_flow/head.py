@@ -170,6 +170,7 @@ def flow_head_spec() -> HeadSpec:
                 "backward optical flow (u, v) in pixels from frame t to frame t-1; frame 0 undefined",
                 kind="flow",
                 undefined="first frame",
+                export_dtype="float16",
             ),
         ),
         baseline=flow_baseline,

@@ -235,6 +235,7 @@ def normals_head_spec() -> HeadSpec:
                 "normals",
                 "(B, 3, T, H, W)",
                 "unit surface normals in the camera frame (x right, y down, z forward; facing the camera: z < 0)",
+                export_dtype="float16",
             ),
         ),
         stitcher=normals_stitcher,
