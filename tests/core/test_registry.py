@@ -2,53 +2,19 @@
 
 import pytest
 import torch
-from omegaconf import OmegaConf
-from toy_heads import ToyPlugin, toy_spec
+from toy_heads import toy_registry
 
-from l4p_framework import L4P, compose, load_encoder, save_encoder, save_head
+from l4p_framework import L4P, load_encoder
 from l4p_framework.cli.main import main
 from l4p_framework.errors import ConfigError, IncompatibleHeadError, PluginError, RegistryError, WeightsError
-from l4p_framework.io import sha256_file
 from l4p_framework.registry import load_registry
-from l4p_framework.testing import fresh_host, tiny_encoder
+from l4p_framework.testing import fresh_host
 
 
 @pytest.fixture
 def bundle(tmp_path):
     """A registry with a saved tiny encoder and one trained-looking toy head 'alpha'."""
-    host = fresh_host(ToyPlugin(toy_spec("alpha")))
-    model = compose(["alpha"], host=host, encoder=tiny_encoder())  # float32: saved as is
-    enc_path = save_encoder(model.encoder, tmp_path / "weights" / "encoder.safetensors")
-    spec = host.get_head("alpha")
-    sha = save_head(
-        tmp_path / "weights" / "alpha.safetensors",
-        model.heads["alpha"],
-        spec,
-        model.configs["alpha"],
-        model.encoder.info,
-    )
-    registry = {
-        "schema_version": 1,
-        "encoder": {
-            "preset": "tiny",
-            "weights": "weights/encoder.safetensors",
-            "sha256": sha256_file(enc_path),
-            "fingerprint": model.encoder.fingerprint,
-            "precision": "fp32",  # outputs are compared exactly (bf16 is the default where fast)
-        },
-        "heads": {
-            "alpha": {
-                "plugin": "<in-memory>",
-                "params": {"hidden": 16},
-                "weights": "weights/alpha.safetensors",
-                "sha256": sha,
-                "encoder_fingerprint": model.encoder.fingerprint,
-            }
-        },
-    }
-    path = tmp_path / "registry.yaml"
-    path.write_text(OmegaConf.to_yaml(OmegaConf.create(registry)))
-    return path, host, model
+    return toy_registry(tmp_path)
 
 
 def test_round_trip_through_registry(bundle):

@@ -3,14 +3,13 @@
 import pytest
 import torch
 from omegaconf import OmegaConf
-from toy_heads import ToyPlugin, toy_spec
+from toy_heads import ToyPlugin, toy_registry, toy_spec
 
 import l4p_framework.plugins as plugins
 from l4p_framework import L4P, compose, load_encoder, save_encoder, save_head
 from l4p_framework.cli.main import main
 from l4p_framework.encoder import build_encoder
 from l4p_framework.errors import InputError, RegistryError, WeightsError
-from l4p_framework.io import sha256_file
 from l4p_framework.registry import load_registry
 from l4p_framework.testing import fresh_host, tiny_encoder
 
@@ -18,34 +17,8 @@ from l4p_framework.testing import fresh_host, tiny_encoder
 @pytest.fixture
 def bundle(tmp_path, monkeypatch):
     """registry.yaml with a saved tiny encoder and a toy head 'alpha'; the CLI sees the toy plugin."""
-    host = fresh_host(ToyPlugin(toy_spec("alpha")))
+    path, host, model = toy_registry(tmp_path)
     monkeypatch.setattr(plugins, "_HOST", host)
-    model = compose(["alpha"], host=host, encoder=tiny_encoder())
-    enc_path = save_encoder(model.encoder, tmp_path / "weights" / "encoder.safetensors")
-    head_path = tmp_path / "weights" / "alpha.safetensors"
-    spec = host.get_head("alpha")
-    sha = save_head(head_path, model.heads["alpha"], spec, model.configs["alpha"], model.encoder.info)
-    registry = {
-        "schema_version": 1,
-        "encoder": {
-            "preset": "tiny",
-            "weights": "weights/encoder.safetensors",
-            "sha256": sha256_file(enc_path),
-            "fingerprint": model.encoder.fingerprint,
-            "precision": "fp32",
-        },
-        "heads": {
-            "alpha": {
-                "plugin": "<in-memory>",
-                "params": {"hidden": 16},
-                "weights": "weights/alpha.safetensors",
-                "sha256": sha,
-                "encoder_fingerprint": model.encoder.fingerprint,
-            }
-        },
-    }
-    path = tmp_path / "registry.yaml"
-    path.write_text(OmegaConf.to_yaml(OmegaConf.create(registry)))
     return path, host, model
 
 

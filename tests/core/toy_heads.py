@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from einops import rearrange
+from omegaconf import OmegaConf
 from pydantic import BaseModel, ConfigDict
 from torch import nn
 
-from l4p_framework import OutputSpec, OverwriteStitcher, hookimpl
+from l4p_framework import OutputSpec, OverwriteStitcher, compose, hookimpl, save_encoder, save_head
+from l4p_framework.io import sha256_file
 from l4p_framework.specs import HeadSpec
+from l4p_framework.testing import fresh_host, tiny_encoder
 
 
 class ToyConfig(BaseModel):
@@ -78,3 +81,41 @@ class ToyPlugin:
     @hookimpl
     def l4p_heads(self):
         return list(self.specs)
+
+
+def toy_registry(tmp_path):
+    """(registry.yaml path, host, model): a saved tiny encoder and one trained-looking toy head 'alpha'
+    in tmp_path (the registry the registry and reliability tests edit)."""
+    host = fresh_host(ToyPlugin(toy_spec("alpha")))
+    model = compose(["alpha"], host=host, encoder=tiny_encoder())  # float32: saved as is
+    enc_path = save_encoder(model.encoder, tmp_path / "weights" / "encoder.safetensors")
+    spec = host.get_head("alpha")
+    sha = save_head(
+        tmp_path / "weights" / "alpha.safetensors",
+        model.heads["alpha"],
+        spec,
+        model.configs["alpha"],
+        model.encoder.info,
+    )
+    registry = {
+        "schema_version": 1,
+        "encoder": {
+            "preset": "tiny",
+            "weights": "weights/encoder.safetensors",
+            "sha256": sha256_file(enc_path),
+            "fingerprint": model.encoder.fingerprint,
+            "precision": "fp32",  # outputs are compared exactly (bf16 is the default where fast)
+        },
+        "heads": {
+            "alpha": {
+                "plugin": "<in-memory>",
+                "params": {"hidden": 16},
+                "weights": "weights/alpha.safetensors",
+                "sha256": sha,
+                "encoder_fingerprint": model.encoder.fingerprint,
+            }
+        },
+    }
+    path = tmp_path / "registry.yaml"
+    path.write_text(OmegaConf.to_yaml(OmegaConf.create(registry)))
+    return path, host, model
