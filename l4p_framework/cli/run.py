@@ -1,4 +1,9 @@
-"""`l4p run INPUT`: every head on a video file or image folder, streamed in windows; exports.
+"""`l4p run INPUT`: the registry's trained heads on a video file or image folder, streamed in windows.
+
+Each window's outputs are written as soon as they are final (`l4p_framework.results`: one .npy per
+output, meta.json; `load_results` reads them back), then exports that need the whole video: track
+depth on the depth's scale, trajectory.tum, intrinsics.json, coloured PLYs and previews (the video is
+decoded a second time for their colours). README "What l4p run writes" is the convention sheet.
 
 Each video's outputs go to OUT/NAME/ (NAME: the video file's stem, or the image folder's name), built
 in a hidden OUT/.NAME.partial-PID-XXXX/ and renamed into place only once every file is written: a full
@@ -222,6 +227,7 @@ def run_one(model, path: Path, out: Path, args) -> None:
         for frame in _resized(src, size):
             yield rearrange(torch.from_numpy(np.ascontiguousarray(frame)), "h w c -> 1 c h w").float() / 255
 
+    known_length = None if path.is_file() else src.num_frames  # container counts are estimates
     progress = Progress(f"{path.name}", None)
     try:
         with atomic_folder(out, overwrite=args.overwrite) as tmp:
@@ -241,9 +247,7 @@ def run_one(model, path: Path, out: Path, args) -> None:
                         queries=queries,
                         intrinsics=None if K_out is None else K_out[None],
                         on_window=progress,
-                        num_frames=None
-                        if path.is_file()
-                        else src.num_frames,  # container counts are estimates
+                        num_frames=known_length,
                         resize=args.resize,
                         on_frames=writer.add,
                     )
