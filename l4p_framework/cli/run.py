@@ -346,7 +346,7 @@ def export_geometry(results, K_given, out: Path, args, frames) -> list[str]:
     for t, frame in enumerate(frames()):
         if t >= depth.shape[0]:
             break
-        d = torch.from_numpy(np.asarray(depth[t], dtype=np.float32))
+        d = torch.from_numpy(np.array(depth[t], dtype=np.float32))  # a writable copy of the memmap frame
         points = unproject_depth(d[None, None], K[t][None, None].double())[0, 0]
         colors = torch.from_numpy(np.ascontiguousarray(frame))
         save_ply(
