@@ -393,8 +393,11 @@ def render_previews(
     num_frames: int,
     panel_width: int = 480,
     sheet_frames: int = 8,
+    overview_frames: int = 4,
 ) -> list[str]:
-    """Write ``<head>.mp4`` and ``<head>.png`` previews of a run's outputs; return the file names.
+    """Write ``<head>.mp4`` and ``<head>.png`` previews of a run's outputs and ``overview.png`` (one
+    row per `overview_frames` frames spread over the video: the input and every head's panels side
+    by side); return the file names.
 
     arrays: "head/output" -> time-first numpy array (np.memmap fine): dense maps (T, H, W) or
     (T, H, W, C) at the frames' (H, W), tracks (T, N, 2) pixels (NaN before a point's query),
@@ -434,6 +437,11 @@ def render_previews(
         for h in heads
     }
     moving = [h for h in heads if h.panels]
+    overview_picks = set(even_picks(num_frames, overview_frames))
+    overview_bar = caption_height(
+        ["input", *(c for h in moving for p in h.panels for c in p.captions)], panel_width, font
+    )
+    overview: list[tuple[int, np.ndarray]] = []
     count = 0
     with ExitStack() as stack:
         writers = {
@@ -451,6 +459,9 @@ def render_previews(
                 writers[h.head].write(row)
                 if t in picks:
                     h.rows.append((t, row))
+            if t in overview_picks and moving:
+                drawn = [("input", shown), *(p.draw(t, shown) for h in moving for p in h.panels)]
+                overview.append((t, panel_row(drawn, bar_height=overview_bar)))
             count = t + 1
         if count < num_frames:
             raise InputError(
@@ -466,6 +477,10 @@ def render_previews(
             parts.append(text_block(h.notes, width))
         save_png(out_dir / f"{h.head}.png", stack_rows(parts, gap=PANEL_GAP))
         written += [f"{h.head}.mp4", f"{h.head}.png"] if h.panels else [f"{h.head}.png"]
+    if overview:
+        rows = [titled_row(_row_title(t, num_frames, known_fps), row) for t, row in overview]
+        save_png(out_dir / "overview.png", stack_rows(rows, gap=PANEL_GAP))
+        written.append("overview.png")
     return written
 
 

@@ -106,8 +106,11 @@ def test_every_head_gets_an_mp4_of_every_frame_and_a_sheet(tmp_path):
         "tracking.mp4",
         "tracking.png",
         "pose.png",  # poses: a trajectory plot in the sheet, no video
+        "overview.png",
     ]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(written)
+    overview = np.asarray(Image.open(tmp_path / "overview.png"))  # 4 rows: input + 5 heads' panels
+    assert overview.shape[1] == 6 * PW + 5 * PANEL_GAP and overview.shape[0] > 4 * PH
     for head in ("depth", "flow", "motion", "normals", "tracking"):
         video = open_video(tmp_path / f"{head}.mp4")
         frames = list(video)
