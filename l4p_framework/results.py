@@ -161,16 +161,19 @@ class ResultsWriter:
         path = self.folder / head / f"{name}.npy"
         if key not in self.meta["arrays"]:
             path.parent.mkdir(parents=True, exist_ok=True)
-            values = "real"
+            values, meaning = "real", spec.meaning
             if spec.values == "logit" and not name.endswith("_logit"):
                 values = "probability255" if array.dtype == np.uint8 else "probability"
+                meaning = (
+                    f"probability (x 255 when uint8) = sigmoid of the head's {spec.name}: {spec.meaning}"
+                )
             self.meta["arrays"][key] = {
                 "file": path.relative_to(self.folder).as_posix(),
                 "layout": layout,
                 "kind": spec.resolved_kind,
                 "values": values,
                 "undefined": spec.undefined or None,
-                "meaning": spec.meaning,
+                "meaning": meaning,
             }
         if not chunk:
             np.save(path, array, allow_pickle=False)
