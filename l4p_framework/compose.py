@@ -207,8 +207,7 @@ class L4P(nn.Module):
         dict, which keeps the rest (e.g. poses, tracks). At most about two windows of such outputs
         are held in memory, whatever the video's length.
         """
-        if isinstance(heads, str):
-            raise InputError(f"heads must be a list of head names, e.g. [{heads!r}], got {heads!r}")
+        _check_head_list(heads)
         heads = list(heads or self.heads)
         missing = [h for h in heads if h not in self.heads]
         if missing:
@@ -262,7 +261,7 @@ class L4P(nn.Module):
                 states[name] = stitchers[name].merge(states[name], outputs, window.start, window.overlap)
             if on_window is not None:
                 on_window(window)
-            del batch, features, frames_in, outputs  # not alive while the next window is matched
+            del batch, features, frames_in  # not alive while the next window is matched
         results = {}
         for name in heads:
             outputs = self._crop(name, stitchers[name].finalize(states[name]), t - delivered.get(name, 0))
@@ -329,8 +328,7 @@ class L4P(nn.Module):
         allow_untrained: bool = False,
     ) -> L4P:
         """Build the encoder and the named (default: all registered) heads from registry.yaml."""
-        if isinstance(heads, str):
-            raise InputError(f"heads must be a list of head names, e.g. [{heads!r}], got {heads!r}")
+        _check_head_list(heads)
         reg = path if isinstance(path, RegistryFile) else load_registry(path, overrides)
         host = host or get_plugin_host()
         check_encoder_preset(reg, host)  # also when encoder.weights is set: a typo is not ignored
@@ -386,8 +384,7 @@ def compose(
 
     heads=None means every head in the registry, or every installed head.
     """
-    if isinstance(heads, str):
-        raise InputError(f"heads must be a list of head names, e.g. [{heads!r}], got {heads!r}")
+    _check_head_list(heads)
     host = host or get_plugin_host()
     if registry is not None:
         return L4P.from_registry(registry, heads=heads, host=host)
@@ -440,6 +437,12 @@ def _queries_to_model(queries: torch.Tensor, transform: FrameTransform) -> torch
             f"(0 <= x <= {w}, 0 <= y <= {h} input pixels)"
         )
     return torch.cat((queries[..., :1], transform.map_points(xy)), dim=-1)
+
+
+def _check_head_list(heads: Any) -> None:
+    """InputError for heads="depth" (a string would be read as the heads "d", "e", "p", ...)."""
+    if isinstance(heads, str):
+        raise InputError(f"heads must be a list of head names, e.g. [{heads!r}], got {heads!r}")
 
 
 def check_intrinsics(K: torch.Tensor) -> torch.Tensor:
