@@ -217,6 +217,41 @@ class ResultsWriter:
         return self.meta
 
 
+class FrameReader:
+    """A .npy array read from the file on indexing, one frame (first-axis index) at a time.
+
+    Unlike np.memmap, frames read this way do not stay mapped into the process: scanning a long
+    video's outputs keeps the resident memory at one frame. Supports `len`, `shape`, `dtype`,
+    `ndim`, x[t] and x[t, ...] with an integer t, and np.asarray(x) (reads everything).
+    """
+
+    def __init__(self, path: Path):
+        array = np.load(path, mmap_mode="r", allow_pickle=False)  # header only: shape, dtype, offset
+        self.path, self.shape, self.dtype, self.offset = path, array.shape, array.dtype, array.offset
+        self.ndim = len(self.shape)
+        del array
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, index):
+        t, rest = (index[0], index[1:]) if isinstance(index, tuple) else (index, ())
+        if not isinstance(t, int | np.integer):
+            return np.asarray(self)[index]
+        t = int(t) + (self.shape[0] if t < 0 else 0)
+        if not 0 <= t < self.shape[0]:
+            raise IndexError(f"frame {t} of {self.path.name}: it has {self.shape[0]}")
+        count = int(np.prod(self.shape[1:], dtype=np.int64))
+        frame = np.fromfile(
+            self.path, self.dtype, count, offset=self.offset + t * count * self.dtype.itemsize
+        )
+        return frame.reshape(self.shape[1:])[rest] if rest else frame.reshape(self.shape[1:])
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        array = np.fromfile(self.path, self.dtype, offset=self.offset).reshape(self.shape)
+        return array if dtype is None else array.astype(dtype)
+
+
 class Results(Mapping[str, np.ndarray]):
     """The arrays of one results folder, memory-mapped: results["depth/depth"] -> (T, H, W).
 
@@ -224,8 +259,8 @@ class Results(Mapping[str, np.ndarray]):
     array's entry. Nothing is loaded until indexed; nothing in the files can execute.
     """
 
-    def __init__(self, folder: Path, meta: dict[str, Any]):
-        self.folder, self.meta = folder, meta
+    def __init__(self, folder: Path, meta: dict[str, Any], mmap: bool = True):
+        self.folder, self.meta, self.mmap = folder, meta, mmap
         self._cache: dict[str, np.ndarray] = {}
 
     def __getitem__(self, key: str) -> np.ndarray:
@@ -234,7 +269,9 @@ class Results(Mapping[str, np.ndarray]):
         if key not in self._cache:
             path = self.folder / self.meta["arrays"][key]["file"]
             try:
-                self._cache[key] = np.load(path, mmap_mode="r", allow_pickle=False)
+                self._cache[key] = (
+                    np.load(path, mmap_mode="r", allow_pickle=False) if self.mmap else FrameReader(path)
+                )
             except (OSError, ValueError) as exc:
                 raise L4PError(f"cannot read {path}: {exc}; rerun l4p run to rewrite it") from None
         return self._cache[key]
@@ -261,8 +298,9 @@ class Results(Mapping[str, np.ndarray]):
         return f"Results({str(self.folder)!r}, {len(self)} arrays, size {self.size})"
 
 
-def load_results(folder: str | os.PathLike) -> Results:
-    """The results `l4p run` wrote to `folder` (OUT/NAME/), every array memory-mapped."""
+def load_results(folder: str | os.PathLike, mmap: bool = True) -> Results:
+    """The results `l4p run` wrote to `folder` (OUT/NAME/), every array memory-mapped (mmap=False:
+    `FrameReader`s, which read each indexed frame from the file and keep nothing mapped)."""
     folder = Path(folder)
     meta_path = folder / "meta.json"
     if not meta_path.is_file():
@@ -276,4 +314,4 @@ def load_results(folder: str | os.PathLike) -> Results:
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         found = meta.get("format") if isinstance(meta, dict) else None
         raise InputError(f"{meta_path}: format {found!r} is not {FORMAT!r}; rerun l4p run with this version")
-    return Results(folder, meta)
+    return Results(folder, meta, mmap)

@@ -256,7 +256,7 @@ def run_one(model, path: Path, out: Path, args) -> None:
             for head, outputs in rest.items():
                 writer.add(head, outputs)
             writer.close()
-            results = load_results(tmp)
+            results = load_results(tmp, mmap=False)  # frame by frame: nothing stays mapped
             written = [
                 "meta.json",
                 *sorted({r["file"].split("/")[0] + "/" for r in results.meta["arrays"].values()}),

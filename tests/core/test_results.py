@@ -12,6 +12,7 @@ from l4p_framework.errors import InputError, L4PError
 from l4p_framework.results import (
     FORMAT,
     HEADER_BYTES,
+    FrameReader,
     NpyAppender,
     ResultsWriter,
     file_layout,
@@ -133,3 +134,19 @@ def test_unbounded_maps_stay_float32_and_bounded_ones_may_be_float16():
         "flow"
     ]
     assert flow.dtype == np.float16 and np.all(flow == 100)
+
+
+def test_frame_readers_read_what_memmaps_read_one_frame_at_a_time(tmp_path):
+    array = np.random.default_rng(0).random((5, 4, 3, 2)).astype(np.float16)
+    np.save(tmp_path / "x.npy", array)
+    reader = FrameReader(tmp_path / "x.npy")
+    assert (
+        reader.shape == array.shape and reader.dtype == np.float16 and reader.ndim == 4 and len(reader) == 5
+    )
+    np.testing.assert_array_equal(reader[3], array[3])
+    np.testing.assert_array_equal(reader[-1], array[-1])
+    np.testing.assert_array_equal(reader[2, ::2, 1:], array[2, ::2, 1:])
+    np.testing.assert_array_equal(np.asarray(reader), array)
+    np.testing.assert_array_equal(reader[1:3], array[1:3])
+    with pytest.raises(IndexError, match="frame 5 of x.npy"):
+        reader[5]

@@ -82,7 +82,7 @@ def test_disparity_stitcher_recovers_known_scale_and_shift_per_window_and_sequen
         w = disparity_affine(true[:, :, start : start + 6], a, b)
         assert bool((w > 0).all())
         windows.append({"depth": w})
-    out = run(DisparityAffineStitcher(), windows, 12, 6, 3)
+    out = run(DisparityAffineStitcher(shift=True), windows, 12, 6, 3)
     assert out["depth"].shape == true.shape
     torch.testing.assert_close(out["depth"], true, rtol=2e-5, atol=0)
 
@@ -98,7 +98,11 @@ def test_disparity_stitcher_constant_overlap_falls_back_to_a_scale():
     true = true_depth(1, 6)
     true[:, :, 2:4] = 4.0  # constant overlap: the shift is not identifiable
     out = run(
-        DisparityAffineStitcher(), [{"depth": true[:, :, :4]}, {"depth": true[:, :, 2:] * 5.0}], 6, 4, 2
+        DisparityAffineStitcher(shift=True),
+        [{"depth": true[:, :, :4]}, {"depth": true[:, :, 2:] * 5.0}],
+        6,
+        4,
+        2,
     )
     torch.testing.assert_close(out["depth"], true, rtol=1e-5, atol=0)
 
@@ -108,11 +112,31 @@ def test_disparity_stitcher_non_positive_aligned_disparity_becomes_the_far_depth
     a, b = torch.tensor([4.0]), torch.tensor([-0.5])
     second = disparity_affine(true[:, :, 2:], a, b)
     second[0, 0, 3, 0, 0] = 100.0  # disparity 0.01 -> 4 * 0.01 - 0.5 < 0 after alignment
-    out = run(DisparityAffineStitcher(), [{"depth": true[:, :, :4]}, {"depth": second}], 6, 4, 2)["depth"]
+    out = run(DisparityAffineStitcher(shift=True), [{"depth": true[:, :, :4]}, {"depth": second}], 6, 4, 2)[
+        "depth"
+    ]
     assert out[0, 0, 5, 0, 0].item() == pytest.approx(true[:, :, :4].max().item())
     keep = torch.ones_like(out, dtype=torch.bool)
     keep[0, 0, 5, 0, 0] = False
     torch.testing.assert_close(out[keep], true[keep], rtol=1e-5, atol=0)
+
+
+def test_disparity_stitcher_by_default_fits_a_robust_scale_that_cannot_zero_disparities():
+    """Each window at its own scale (x 2, x 0.5, x 3) with 10% of the overlap pixels corrupted: the
+    median scale recovers the video exactly elsewhere; a shift could make disparities <= 0."""
+    true = true_depth(1, 12)
+    windows = [{"depth": true[:, :, :6].clone()}]
+    for scale, start in ((2.0, 3), (0.5, 6)):
+        w = true[:, :, start : start + 6] * scale
+        w.view(-1)[::10] *= 50.0  # outliers
+        windows.append({"depth": w})
+    out = run(DisparityAffineStitcher(), windows, 12, 6, 3)["depth"]
+    clean = torch.ones_like(out, dtype=torch.bool)
+    clean[:, :, 3:].view(-1)[::10] = False
+    assert bool((out > 0).all())
+    torch.testing.assert_close(
+        out[:, :, 9:][clean[:, :, 9:]], true[:, :, 9:][clean[:, :, 9:]], rtol=1e-5, atol=0
+    )
 
 
 def test_fit_scale_shift_known_answers():
