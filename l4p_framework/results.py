@@ -185,19 +185,13 @@ class ResultsWriter:
     def _undefine_before_queries(self) -> None:
         """NaN at the frames before each point's query frame in the outputs marked "before query"
         (float (T, N, ...) arrays of a head that exports its queries (N, 3) as (t, x, y))."""
-        for key, entry in self.meta["arrays"].items():
+        arrays = self.meta["arrays"]
+        queries = {key.split("/")[0]: e["file"] for key, e in arrays.items() if e["kind"] == "queries"}
+        for key, entry in arrays.items():
             head = key.split("/")[0]
-            queries = next(
-                (
-                    k
-                    for k, e in self.meta["arrays"].items()
-                    if k.startswith(head + "/") and e["kind"] == "queries"
-                ),
-                None,
-            )
-            if entry["undefined"] != "before query" or queries is None:
+            if entry["undefined"] != "before query" or head not in queries:
                 continue
-            query_frames = np.rint(np.load(self.folder / self.meta["arrays"][queries]["file"])[:, 0])
+            query_frames = np.rint(np.load(self.folder / queries[head])[:, 0])
             array = np.load(self.folder / entry["file"], mmap_mode="r+")
             if array.dtype != np.uint8:
                 array[np.arange(array.shape[0])[:, None] < query_frames[None, :]] = np.nan  # (T, N)

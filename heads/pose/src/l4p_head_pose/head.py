@@ -92,9 +92,9 @@ class PoseConfig(BaseModel):
         "same": every window keeps the scale of the first (its translations are in units of its first
         frame's median depth when the head was trained with depth_normalized_loss, a depth that
         changes little between windows 8 frames apart), rotation and translation still fitted on the
-        overlap. The shipped model uses "same": its decoder predicts smaller steps late in a window,
-        so the fitted scale comes out ~0.7 per window and long trajectories shrink geometrically and
-        freeze.
+        overlap. Without matching the shipped decoder predicts smaller steps late in a window, so
+        "fit" comes out ~0.7 per window and long trajectories shrink and freeze; with matching
+        "shared" (the shipped registry) the steps have one length per window and "fit" is kept.
     matching: "none" keeps the ray solution; "shared" takes each frame step's rotation and translation
         direction from the shared frame matching (two-view geometry at the input resolution with this
         head's K, `odometry.py`) and only the step's length from the rays.
