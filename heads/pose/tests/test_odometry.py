@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 from einops import rearrange
-from l4p_head_pose.odometry import compose_window, pair_motion
+from l4p_head_pose.odometry import compose_window, matched_window_poses, pair_motion, window_motion
 
 from l4p_framework.matching import MatchFeatures
 
@@ -109,3 +109,75 @@ def test_the_shipped_model_recovers_a_pan_and_its_direction(step_deg):
             assert float(poses[-1, :3, 3].norm()) < 1e-3  # a pan: the camera stays in place
     assert yaws["shared"] == pytest.approx(23 * step_deg, abs=2.0)
     assert abs(yaws["none"]) < 2.0  # what the ray decoder alone does: (almost) no turn
+
+
+def _synth4d_window(num_frames: int = 16):
+    """A 128x160 synth4d test clip whose objects stand still (the camera moves) and its exact matches from
+    the GT flow (moving objects are outliers of any camera fit: the end-to-end tests have them)."""
+    from l4p_framework.data.synth4d.dataset import Synth4D
+
+    clip = Synth4D(
+        "test",
+        num_frames=num_frames,
+        height=128,
+        width=160,
+        num_queries=0,
+        min_objects=4,
+        max_object_speed=0.0,
+        max_object_spin=0.0,
+    )[0]
+    forward, backward = clip["flow_forward"][None], clip["flow"][None]
+    matches = MatchFeatures(
+        forward,
+        backward,
+        (forward == 0).all(1, keepdim=True),
+        ~clip["flow_valid"][None].bool(),
+        torch.ones_like(forward[:, :1]),
+    )
+    poses = torch.linalg.inv(clip["poses"][:1].double()) @ clip["poses"].double()  # relative to frame 0
+    return matches, clip["intrinsics"][None].double(), poses
+
+
+def test_the_window_fit_recovers_a_moving_cameras_rotations_and_path_direction():
+    matches, K, truth = _synth4d_window()
+    poses, ok, K_used = window_motion(matches, K)
+    assert bool(ok[0]) and torch.equal(K_used, K)
+    for f in range(1, truth.shape[0]):
+        assert angle_deg(poses[0, f, :3, :3].T @ truth[f, :3, :3]) < 0.1, f
+    # the unit-baseline centres point where the true ones do
+    cos = torch.nn.functional.cosine_similarity(poses[0, 1:, :3, 3], truth[1:, :3, 3], dim=-1)
+    assert float(cos.min()) > 0.99
+
+
+@pytest.mark.parametrize("wrong_by", [0.7, 1.4])
+def test_self_calibration_recovers_the_focal_length_from_the_tracks(wrong_by):
+    matches, K, truth = _synth4d_window()
+    start = K.clone()
+    start[..., :2, :2] *= wrong_by
+    poses, ok, calibrated = window_motion(matches, start, calibrate=True)
+    assert bool(ok[0])
+    assert abs(float(calibrated[0, 0, 0, 0] / K[0, 0, 0, 0]) - 1) < 0.05
+    centre = torch.tensor([160 / 2, 128 / 2], dtype=torch.float64)
+    torch.testing.assert_close(calibrated[0, :, :2, 2], centre.expand(16, 2))  # a centred pinhole
+    assert angle_deg(poses[0, -1, :3, :3].T @ truth[-1, :3, :3]) < 0.3
+
+
+def test_a_window_without_texture_falls_back_to_the_decoders_motion():
+    matches, K, _ = _synth4d_window(4)
+    matches.confidence.zero_()
+    decoder = torch.eye(4, dtype=torch.float64).repeat(1, 4, 1, 1)
+    decoder[0, :, 0, 3] = torch.arange(4) * 0.1
+    poses, K_used = matched_window_poses(matches, K, decoder, calibrate=True)
+    torch.testing.assert_close(poses, decoder)
+    assert torch.equal(K_used, K)
+
+
+def test_frames_too_small_to_calibrate_keep_the_given_focal_length():
+    matches, K, _ = _synth4d_window(6)
+    small = MatchFeatures(
+        *(rearrange(x, "b c t h w -> b c t h w")[..., :100, :] for x in vars(matches).values())
+    )
+    start = K.clone()
+    start[..., :2, :2] *= 1.3
+    _, _, K_used = window_motion(small, start, calibrate=True)
+    assert torch.equal(K_used, start)
