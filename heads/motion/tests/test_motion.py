@@ -86,8 +86,10 @@ def test_loss_known_values_and_pos_weight():
     assert spec.loss({"motion": logits}, {"motion_mask": target}, MotionConfig())[
         "loss"
     ].item() == pytest.approx(math.log(2.0))
-    # pos_weight 3 weights the single positive pixel 3x: (3 + 1 + 1 + 1) / 4 * log 2
-    weighted = spec.loss({"motion": logits}, {"motion_mask": target.bool()}, MotionConfig(pos_weight=3.0))
+    # pos_weight 3 weights the single positive pixel 3x: (3 + 1 + 1 + 1) / 4 * log 2 at a decoder
+    # output of 0, i.e. a calibrated logit of -log 3 (the loss adds log pos_weight back)
+    calibrated = logits - math.log(3.0)
+    weighted = spec.loss({"motion": calibrated}, {"motion_mask": target.bool()}, MotionConfig(pos_weight=3.0))
     assert weighted["loss"].item() == pytest.approx(1.5 * math.log(2.0))
     logits = torch.randn(1, 1, 2, 4, 4)
     target = (torch.rand(1, 1, 2, 4, 4) > 0.5).float()
@@ -183,3 +185,27 @@ def test_wrong_target_shapes_and_config_raise_clear_errors(encoder, batch):
         spec.metrics(pred, {"video": batch["video"]})
     with pytest.raises(ConfigError, match="pos_weight"):
         model_with(encoder, {"pos_weight": -1.0})
+
+
+@pytest.mark.parametrize("pos_weight", [None, 4.0])
+def test_the_best_constant_output_is_the_true_moving_fraction_whatever_the_pos_weight(pos_weight):
+    """The head's output is a calibrated logit: the constant that minimises the weighted loss on
+    masks with 20 % moving pixels has sigmoid 0.2 (uncalibrated, pos_weight 4 would give 0.5)."""
+    spec = motion_head_spec()
+    target = torch.zeros(1, 1, 1, 5, 4)
+    target[..., 0, :] = 1.0  # 4 of 20 pixels move
+    constant = torch.zeros((), requires_grad=True)
+    optimizer = torch.optim.LBFGS([constant], lr=1.0, max_iter=100)
+
+    def closure():
+        optimizer.zero_grad()
+        loss = spec.loss(
+            {"motion": constant.expand_as(target)},
+            {"motion_mask": target},
+            MotionConfig(pos_weight=pos_weight),
+        )["loss"]
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    assert float(torch.sigmoid(constant)) == pytest.approx(0.2, abs=1e-3)
