@@ -15,12 +15,20 @@
 #                                                            tracking with the shared matching) in $WORK;
 #            the tracking step fine-tunes the tracking head $WORK holds, so it matches a full run
 #            only if that is still the stage-1 head
+#        PRESET=l4p-cpu-128 bash scripts/make_weights.sh ...   another encoder preset (l4p-cpu-128: a
+#            128x128 window in 16x16 patches, the same 512 tokens; issue 17)
+#        PHOTOS=DIR bash scripts/make_weights.sh ...   train on photo-textured synth4d: DIR from
+#            scripts/fetch_photos.py, the training photos of data/photos/split.json, half of the
+#            materials photographs, real-camera effects, pans and dollies
+#        WORK=DIR INSTALL=0 bash scripts/make_weights.sh ...   work in DIR and leave registry.yaml and
+#            weights/ alone (the result is DIR/registry.yaml with DIR/weights/)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STAGE1=${1:-1000}
 STAGE2=${2:-300}
 BIN=.venv/bin
-WORK=runs/default-model
+WORK=${WORK:-runs/default-model}
+PRESET=${PRESET:-l4p-cpu-small}
 resume=()
 if [ "${ONLY_MATCHING:-0}" = 1 ]; then
   SKIP_STAGE1=1
@@ -31,16 +39,21 @@ elif [ "${RESUME:-0}" = 1 ] && [ -f "$WORK/registry.yaml" ]; then
   resume=(--resume)
 else
   rm -rf "$WORK" && mkdir -p "$WORK"
-  cat > "$WORK/registry.yaml" <<'YAML'
+  cat > "$WORK/registry.yaml" <<YAML
 schema_version: 1
 encoder:
-  preset: l4p-cpu-small
+  preset: $PRESET
   seed: 0
 heads: {}
 YAML
 fi
 common=(batch_size=2 log_every=20 eval_batches=8 checkpoint_every=100 data.options.num_queries=32
   precision=bf16 save_dtype=float16)
+if [ -n "${PHOTOS:-}" ]; then
+  [ -d "$PHOTOS" ] || { echo "PHOTOS=$PHOTOS is not a folder: make it with python scripts/fetch_photos.py" >&2; exit 2; }
+  common+=(data.options.textures="$PHOTOS" data.options.photo_split=data/photos/split.json
+    data.options.texture_mix=0.5 data.options.camera_effects=true data.options.camera_motion=mixed)
+fi
 start=$(date +%s)
 
 [ "${SKIP_STAGE1:-0}" = 1 ] || $BIN/l4p-train --heads depth,flow,tracking --registry "$WORK/registry.yaml" "${resume[@]}" "${common[@]}" \
@@ -78,8 +91,12 @@ $BIN/l4p-train-head --plugin flow --registry "$WORK/registry.yaml" "${common[@]}
 $BIN/l4p-train-head --plugin tracking --registry "$WORK/registry.yaml" "${common[@]}" \
   init_from_registry=true params.tracking.matching=shared steps="$STAGE2" lr=5e-4 warmup_steps=20
 
-rm -rf weights && mkdir -p weights
-cp "$WORK"/weights/*.safetensors weights/
-cp "$WORK/registry.yaml" registry.yaml
-$BIN/l4p registry validate --registry registry.yaml
+if [ "${INSTALL:-1}" = 1 ]; then
+  rm -rf weights && mkdir -p weights
+  cp "$WORK"/weights/*.safetensors weights/
+  cp "$WORK/registry.yaml" registry.yaml
+  $BIN/l4p registry validate --registry registry.yaml
+else
+  $BIN/l4p registry validate --registry "$WORK/registry.yaml"
+fi
 echo "default model rebuilt in $(( ($(date +%s) - start) / 60 )) min"

@@ -76,6 +76,16 @@ PRESETS: dict[str, EncoderConfig] = {
             patch_size=8,
             image_size=(64, 64),
         ),
+        # The same token budget over a 128x128 window: patch 16 -> 8x8x8 = 512 tokens (issue 17).
+        EncoderConfig(
+            name="l4p-cpu-128",
+            width=192,
+            depth=6,
+            num_heads=3,
+            mlp_dim=768,
+            patch_size=16,
+            image_size=(128, 128),
+        ),
         EncoderConfig(name="videomae-small", width=384, depth=12, num_heads=6, mlp_dim=1536, patch_size=16),
         EncoderConfig(name="videomae-base", width=768, depth=12, num_heads=12, mlp_dim=3072, patch_size=16),
         EncoderConfig(name="videomae-large", width=1024, depth=24, num_heads=16, mlp_dim=4096, patch_size=16),

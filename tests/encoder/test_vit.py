@@ -142,3 +142,16 @@ def test_bf16_inference_path_close_to_float32():
     assert out.dtype == torch.float32
     rel = ((out - ref).norm() / ref.norm()).item()
     assert 0 < rel < 2e-2
+
+
+def test_the_128_pixel_preset_keeps_the_small_presets_token_count_and_cost():
+    """l4p-cpu-128 reads a 128x128 window in 16x16 patches: the 512 tokens and the transformer of
+    l4p-cpu-small (only the patch embedding grows: 2x16x16x3 inputs per token instead of 2x8x8x3)."""
+    small, wide = PRESETS["l4p-cpu-small"], PRESETS["l4p-cpu-128"]
+    assert wide.image_size == (128, 128) and wide.token_grid == small.token_grid == (8, 8, 8)
+    encoder = build_encoder("l4p-cpu-128")
+    block_params = lambda e: sum(p.numel() for n, p in e.named_parameters() if not n.startswith("patch"))
+    assert block_params(encoder) == block_params(build_encoder("l4p-cpu-small"))
+    features = encoder(torch.rand(1, 3, 16, 128, 128), [6])
+    assert features.grid_size == (8, 8, 8) and features.patch == (2, 16, 16)
+    assert features.tokens[6].shape == (1, 512, 192)
