@@ -150,7 +150,10 @@ def test_the_128_pixel_preset_keeps_the_small_presets_token_count_and_cost():
     small, wide = PRESETS["l4p-cpu-small"], PRESETS["l4p-cpu-128"]
     assert wide.image_size == (128, 128) and wide.token_grid == small.token_grid == (8, 8, 8)
     encoder = build_encoder("l4p-cpu-128")
-    block_params = lambda e: sum(p.numel() for n, p in e.named_parameters() if not n.startswith("patch"))
+
+    def block_params(e: VideoEncoder) -> int:
+        return sum(p.numel() for n, p in e.named_parameters() if not n.startswith("patch"))
+
     assert block_params(encoder) == block_params(build_encoder("l4p-cpu-small"))
     features = encoder(torch.rand(1, 3, 16, 128, 128), [6])
     assert features.grid_size == (8, 8, 8) and features.patch == (2, 16, 16)
