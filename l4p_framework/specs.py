@@ -120,6 +120,11 @@ class HeadSpec:
     baseline: Callable[[dict], dict[str, torch.Tensor]] | None = None
     """Outputs of the task's trivial baseline for a batch (what `l4p eval` compares against)."""
     official_key_map: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]] | None = None
+    """Official L4P checkpoint weights -> this head's state dict, for heads with an official counterpart
+    (`l4p_framework.official.OFFICIAL_HEADS`). One rule for every head: it accepts the head's own
+    sub-dict (keys relative to `l4p_model.task_heads.<module>.`) or any dict whose keys all start with
+    `l4p_model.` (e.g. the whole official state dict; only this head's keys are taken). Build it with
+    `l4p_framework.official.official_key_map_for`."""
     uses_matching: Callable[[BaseModel], bool] | None = None
     """Whether the head, with this config, reads the shared frame matching `batch["matches"]`
     (`l4p_framework.matching.MatchFeatures` of the window at the input resolution, with

@@ -277,27 +277,147 @@ def convert_hf_state_dict(state: dict[str, torch.Tensor], config: EncoderConfig)
 _V2_PREFIXES = ("module.", "model.", "l4p_model.video_encoder.", "video_encoder.", "encoder.", "backbone.")
 
 
-def _torch_load(path: Path) -> dict:
+_BLOCKED_MODULES = ("sys", "os", "posix", "nt")
+"""Modules whose globals torch's weights-only unpickler refuses outright (they can only mean code)."""
+
+
+class InertObject:
+    """What a pickled object of a class the weights-only unpickler does not admit becomes.
+
+    It records the arguments and state it was given and nothing else: no import, no call, no
+    attribute lookup of the original class ever happens. `global_name` says what it stands for.
+    """
+
+    global_name = "<unknown>"
+
+    def __new__(cls, *args: object, **kwargs: object) -> InertObject:
+        return object.__new__(cls)
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        self.args, self.kwargs, self.state, self.items = args, kwargs, None, []
+
+    def __setstate__(self, state: object) -> None:
+        self.state = state
+
+    def __setitem__(self, key: object, value: object) -> None:
+        self.items.append((key, value))
+
+    def append(self, value: object) -> None:
+        self.items.append(value)
+
+    def extend(self, values) -> None:
+        self.items.extend(values)
+
+    def __repr__(self) -> str:
+        return f"<inert {self.global_name}>"
+
+
+def _placeholder(name: str) -> type[InertObject]:
+    return type(f"Inert[{name}]", (InertObject,), {"global_name": name, "__module__": __name__})
+
+
+def _weights_only_load(path: Path, safe_globals: list | None = None) -> object:
+    """torch.load weights-only, memory-mapped (zip format; legacy files are read without mmap)."""
+    import contextlib
+
+    ctx = torch.serialization.safe_globals(safe_globals) if safe_globals else contextlib.nullcontext()
+    with ctx:
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as exc:
+            if "mmap" not in str(exc) or "zipfile" not in str(exc):
+                raise
+            return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _unreadable(path: Path, exc: BaseException) -> WeightsError:
+    lines = [x.strip() for x in str(exc).splitlines() if x.strip()]
+    # torch's weights-only errors start with generic advice; the reason is the line naming the GLOBAL
+    reason = next((x for x in lines if "GLOBAL" in x or "WeightsUnpickler" in x), lines[0] if lines else "")
+    return WeightsError(
+        f"{path} could not be read as a weights-only torch file ({type(exc).__name__}: {reason}); the file "
+        "is corrupt, truncated or not a torch checkpoint (l4p never unpickles arbitrary objects)"
+    )
+
+
+def load_torch_file(path: str | os.PathLike) -> object:
+    """The object of a torch.save file, read without running any code from it.
+
+    First `torch.load(weights_only=True, mmap=True)` (tensors are memory-mapped, not copied). When
+    that fails only because the pickle names classes or functions weights_only does not admit (a
+    Lightning checkpoint's hyper-parameters, callbacks or loops objects), it is read again by the
+    same torch unpickler with each such name mapped to an inert placeholder (`InertObject`):
+    nothing is imported and no function of the file is called, so a payload built to run code
+    stays an inert record. Names of `os`/`sys`/`posix`/`nt` (torch refuses those outright) are a
+    WeightsError. Corrupt or truncated files are a WeightsError.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"weights file {path} does not exist")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
+        return _weights_only_load(path)
+    except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError, ... for bad files
+        if "Weights only load failed" not in str(exc):
+            raise _unreadable(path, exc) from None
+        first = exc
+    try:
+        names = sorted(set(torch.serialization.get_unsafe_globals_in_checkpoint(path)))
+    except Exception:
+        raise _unreadable(path, first) from None
+    if not names:
+        raise _unreadable(path, first)
+    blocked = [n for n in names if n.rsplit(".", 1)[0] in _BLOCKED_MODULES]
+    if blocked:
         raise WeightsError(
-            f"{path} could not be read as a weights-only torch file ({type(exc).__name__}: {exc}); "
-            "l4p never unpickles arbitrary objects"
-        ) from None
+            f"{path}: refusing to read it: its pickle calls {blocked}, i.e. it was built to run code when "
+            "loaded; l4p never runs code from a weights file (nothing was executed)"
+        )
+    try:
+        return _weights_only_load(path, [(_placeholder(n), n) for n in names])
+    except Exception as exc:
+        raise _unreadable(path, exc) from None
+
+
+_torch_load = load_torch_file
+
+
+def _kind(obj: object) -> str:
+    if isinstance(obj, InertObject):
+        return f"an object of class {obj.global_name}, which l4p does not load (kept as an inert placeholder)"
+    return f"a {type(obj).__name__}"
+
+
+def find_state_dict(obj: object, path: Path) -> dict[str, torch.Tensor]:
+    """The state dict of tensors inside a loaded checkpoint object.
+
+    A Lightning checkpoint (epoch, global_step, state_dict, loops, callbacks, optimizer_states,
+    hyper_parameters, ...) gives its `state_dict`, however many other entries it has; small
+    wrappers {"module": ...} / {"model": ...} (at most 4 entries) are unwrapped. Keys are kept.
+    """
+    for _ in range(8):
+        if not isinstance(obj, dict):
+            break
+        if isinstance(obj.get("state_dict"), dict):
+            obj = obj["state_dict"]
+            continue
+        inner = next((obj[k] for k in ("module", "model") if isinstance(obj.get(k), dict)), None)
+        if inner is None or len(obj) > 4:
+            break
+        obj = inner
+    if not isinstance(obj, dict):
+        raise WeightsError(f"{path} does not hold a state dict of tensors (it holds {_kind(obj)})")
+    bad = [f"{k!r} ({_kind(v)})" for k, v in obj.items() if not isinstance(v, torch.Tensor)]
+    if bad:
+        raise WeightsError(
+            f"{path} does not hold a state dict of tensors: {len(bad)} entries are not tensors "
+            f"(first: {bad[:5]}); expected a state dict or a checkpoint with a 'state_dict' entry"
+        )
+    return dict(obj)
 
 
 def unwrap_state_dict(obj: dict, path: Path) -> dict[str, torch.Tensor]:
-    """Strip `module`/`model`/`state_dict` wrappers and encoder key prefixes of a VideoMAEv2 file."""
-    while isinstance(obj, dict) and len(obj) <= 4:
-        inner = next(
-            (obj[k] for k in ("module", "model", "state_dict") if isinstance(obj.get(k), dict)), None
-        )
-        if inner is None:
-            break
-        obj = inner
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise WeightsError(f"{path} does not hold a state dict of tensors")
+    """`find_state_dict`, then strip the encoder key prefixes of a VideoMAEv2 / L4P file."""
+    obj = find_state_dict(obj, path)
     for prefix in _V2_PREFIXES:
         if any(k.startswith(prefix) for k in obj):
             obj = {k[len(prefix) :]: v for k, v in obj.items() if k.startswith(prefix)}

@@ -24,14 +24,17 @@ from l4p_framework.blocks.dense_head import (
 from l4p_framework.errors import InputError
 from l4p_framework.features import TokenFeatures
 from l4p_framework.metrics import depth_metrics
+from l4p_framework.official import official_key_map_for, official_module
 from l4p_framework.specs import EncoderInfo, HeadSpec
 from l4p_framework.viz import depth_to_color
 
 from . import __version__
 
 NAME = "depth"
-OFFICIAL_MODULE = "depth"
+OFFICIAL_MODULE = official_module(NAME)
 """Key of this head in the official checkpoint: `l4p_model.task_heads.depth.task_head.dpt.*`."""
+official_key_map = official_key_map_for(NAME, official_to_dense_head)
+"""Official `task_head.dpt.*` weights (the head's own keys or the whole official state dict) -> `dpt.*`."""
 
 
 class DepthConfig(DenseHeadConfig):
@@ -179,6 +182,6 @@ def depth_head_spec() -> HeadSpec:
         baseline=depth_baseline,
         stitcher=lambda config: DisparityAffineStitcher("depth", time_dim=2),
         visualize=visualize_depth,
-        official_key_map=official_to_dense_head,
+        official_key_map=official_key_map,
         description="Video depth: per-frame relative z-depth from a 3D DPT head (SILog loss).",
     )

@@ -29,6 +29,7 @@ from l4p_framework.errors import InputError
 from l4p_framework.features import TokenFeatures
 from l4p_framework.matching import shared_matching
 from l4p_framework.metrics import flow_metrics
+from l4p_framework.official import official_key_map_for, official_module
 from l4p_framework.specs import EncoderInfo, HeadSpec
 from l4p_framework.viz import flow_to_color
 
@@ -36,8 +37,10 @@ from . import __version__
 from .refiner import FlowRefiner
 
 NAME = "flow"
-OFFICIAL_MODULE = "flow_2d_backward"
+OFFICIAL_MODULE = official_module(NAME)
 """Key of this head in the official checkpoint: `l4p_model.task_heads.flow_2d_backward.task_head.dpt.*`."""
+official_key_map = official_key_map_for(NAME, official_to_dense_head)
+"""Official `task_head.dpt.*` weights (the head's own keys or the whole official state dict) -> `dpt.*`."""
 
 
 class FlowConfig(DenseHeadConfig):
@@ -176,6 +179,6 @@ def flow_head_spec() -> HeadSpec:
         baseline=flow_baseline,
         stitcher=lambda config: OverwriteStitcher({"flow": 2}, keep_previous_first=True),
         visualize=visualize_flow,
-        official_key_map=official_to_dense_head,
+        official_key_map=official_key_map,
         description="Backward optical flow (t -> t-1, pixels) from a 3D DPT head (L1 loss).",
     )

@@ -30,14 +30,17 @@ from l4p_framework.blocks.dense_head import (
 from l4p_framework.errors import InputError
 from l4p_framework.features import TokenFeatures
 from l4p_framework.metrics import motion_iou
+from l4p_framework.official import official_key_map_for, official_module
 from l4p_framework.specs import EncoderInfo, HeadSpec
 from l4p_framework.viz import mask_overlay
 
 from . import __version__
 
 NAME = "motion"
-OFFICIAL_MODULE = "dyn_mask"
+OFFICIAL_MODULE = official_module(NAME)
 """Key of this head in the official checkpoint: `l4p_model.task_heads.dyn_mask.task_head.dpt.*`."""
+official_key_map = official_key_map_for(NAME, official_to_dense_head)
+"""Official `task_head.dpt.*` weights (the head's own keys or the whole official state dict) -> `dpt.*`."""
 
 
 class MotionConfig(DenseHeadConfig):
@@ -155,6 +158,6 @@ def motion_head_spec() -> HeadSpec:
         baseline=motion_baseline,
         stitcher=lambda config: OverwriteStitcher({"motion": 2}),
         visualize=visualize_motion,
-        official_key_map=official_to_dense_head,
+        official_key_map=official_key_map,
         description="Motion segmentation: moving-object logits from a 3D DPT head (BCE loss).",
     )

@@ -30,7 +30,7 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 from torch import nn
 
 from l4p_framework import OutputSpec, OverwriteStitcher
@@ -43,7 +43,6 @@ from l4p_framework.blocks import (
     dpt3d_small,
 )
 from l4p_framework.blocks.dense_head import official_to_dense_head
-from l4p_framework.blocks.keymaps import strip_prefix
 from l4p_framework.errors import ConfigError, InputError
 from l4p_framework.features import TokenFeatures
 from l4p_framework.geometry import (
@@ -59,6 +58,7 @@ from l4p_framework.geometry import (
 )
 from l4p_framework.matching import shared_matching
 from l4p_framework.metrics.pose import align_trajectory, pose_metrics
+from l4p_framework.official import official_key_map_for, official_module, official_prefix
 from l4p_framework.specs import EncoderInfo, HeadSpec
 from l4p_framework.viz import trajectory_plot
 
@@ -66,9 +66,9 @@ from . import __version__
 from .odometry import matched_window_poses
 
 NAME = "pose"
-OFFICIAL_MODULE = "camray"
+OFFICIAL_MODULE = official_module(NAME)
 """Key of this head in the official checkpoint: `l4p_model.task_heads.camray.task_head.dpt.*`."""
-OFFICIAL_PREFIX = f"l4p_model.task_heads.{OFFICIAL_MODULE}."
+OFFICIAL_PREFIX = official_prefix(OFFICIAL_MODULE)
 
 
 class PoseConfig(BaseModel):
@@ -78,6 +78,8 @@ class PoseConfig(BaseModel):
         "official" (`dpt3d_official_rays`: 256/512/1024/1024, 256, 128; the L4P `camray` head).
     layers: the four hooked encoder blocks (1-based block outputs); None picks them for the encoder's
         depth with `dpt3d_hook_layers` (14/21/28/36 on the 40-block official encoder).
+    layer_dims / feature_dim / last_dim: optional width overrides of the preset (e.g. a reduced-width
+        official checkpoint converted by `l4p convert-official`).
     intrinsics_mode: how K is estimated when no intrinsics are given: "fixed" (one K from the first
         frame of the first window, shared by the whole video) or "per_frame" (each frame its own K).
     use_batch_intrinsics: use `batch["intrinsics"]` (the `intrinsics=` argument of `L4P.forward`, or a
@@ -110,6 +112,9 @@ class PoseConfig(BaseModel):
 
     preset: Literal["small", "cpu", "official"] = "small"
     layers: tuple[int, int, int, int] | None = None
+    layer_dims: tuple[PositiveInt, PositiveInt, PositiveInt, PositiveInt] | None = None
+    feature_dim: PositiveInt | None = None
+    last_dim: PositiveInt | None = None
     intrinsics_mode: Literal["fixed", "per_frame"] = "fixed"
     use_batch_intrinsics: bool = True
     moment_scale: float = Field(1.0, gt=0.0)
@@ -128,14 +133,24 @@ class PoseConfig(BaseModel):
         """The ray-variant `DPT3DConfig` (6 channels, native token-grid output) for encoder `info`."""
         layers = self.hook_layers(info)
         if self.preset == "official":
-            return dpt3d_official_rays(layers)
-        small = dpt3d_small(layers=layers, rays=True)
-        if self.preset == "cpu":  # the widths of the dense heads' cpu preset, ray-variant factors
+            base = dpt3d_official_rays(layers)
+        elif self.preset == "cpu":  # the widths of the dense heads' cpu preset, ray-variant factors
             widths = dpt3d_cpu(6, layers)
-            return small.model_copy(
+            base = dpt3d_small(layers=layers, rays=True).model_copy(
                 update={k: getattr(widths, k) for k in ("layer_dims", "feature_dim", "last_dim")}
             )
-        return small
+        else:
+            base = dpt3d_small(layers=layers, rays=True)
+        overrides = {
+            k: v
+            for k, v in (
+                ("layer_dims", self.layer_dims),
+                ("feature_dim", self.feature_dim),
+                ("last_dim", self.last_dim),
+            )
+            if v is not None
+        }
+        return DPT3DConfig(**{**base.model_dump(), **overrides}) if overrides else base
 
 
 # -- solving ---------------------------------------------------------------------------------------------
@@ -566,16 +581,13 @@ def save_pose_outputs(
     return paths
 
 
-def official_key_map(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Official L4P camera-ray head weights -> this head's state dict (`dpt.*`).
+official_key_map = official_key_map_for(NAME, official_to_dense_head)
+"""Official L4P camera-ray head weights -> this head's state dict (`dpt.*`).
 
-    Accepts the whole official state dict (the `l4p_model.task_heads.camray.*` entries are taken, the
-    rest ignored) or the head's `task_head.dpt.*` entries with that prefix stripped. The
-    `scratch.layer_rn.*` aliases are verified against their originals and dropped (68 -> 64 keys).
-    """
-    if any(k.startswith("l4p_model.") for k in state_dict):
-        state_dict = strip_prefix(state_dict, OFFICIAL_PREFIX)
-    return official_to_dense_head(state_dict)
+Accepts the whole official state dict (the `l4p_model.task_heads.camray.*` entries are taken, the
+rest ignored) or the head's `task_head.dpt.*` entries with that prefix stripped
+(`l4p_framework.official`). The `scratch.layer_rn.*` aliases are verified against their originals
+and dropped (68 -> 64 keys)."""
 
 
 def build_pose_head(info: EncoderInfo, config: PoseConfig) -> PoseHead:

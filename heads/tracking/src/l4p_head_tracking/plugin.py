@@ -9,7 +9,8 @@ import torch
 from einops import rearrange
 
 from l4p_framework import OutputSpec, OverwriteStitcher, hookimpl
-from l4p_framework.blocks import official_tracking_head_to_l4p, strip_prefix
+from l4p_framework.blocks import official_tracking_head_to_l4p
+from l4p_framework.official import official_key_map_for, official_module, official_prefix
 from l4p_framework.specs import EncoderInfo, HeadSpec
 from l4p_framework.viz.tracks import draw_tracks
 
@@ -17,7 +18,9 @@ from .head import TrackingConfig, TrackingHead
 from .memory import QUERY_TIME_EPS
 from .objectives import tracking_loss, tracking_metrics
 
-OFFICIAL_PREFIX = "l4p_model.task_heads.track_2d."
+NAME = "tracking"
+OFFICIAL_MODULE = official_module(NAME)
+OFFICIAL_PREFIX = official_prefix(OFFICIAL_MODULE)
 
 OUTPUTS = (
     OutputSpec(
@@ -44,17 +47,14 @@ OUTPUTS = (
 )
 
 
-def official_key_map(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Official L4P tracking-head weights -> this head's state dict.
+official_key_map = official_key_map_for(NAME, official_tracking_head_to_l4p)
+"""Official L4P tracking-head weights -> this head's state dict.
 
-    Accepts the whole official checkpoint state dict (keys `l4p_model.task_heads.track_2d.*` are
-    taken, everything else ignored) or the head's entries with that prefix already stripped. The
-    names are identical to `TrackingHead`'s (a `TrackingDecoder`), so this checks the keys,
-    requires the persistent Fourier matrix (loaded, never regenerated) and drops `grid_xy`.
-    """
-    if any(k.startswith("l4p_model.") for k in state_dict):
-        state_dict = strip_prefix(state_dict, OFFICIAL_PREFIX)
-    return official_tracking_head_to_l4p(state_dict)
+Accepts the whole official checkpoint state dict (keys `l4p_model.task_heads.track_2d.*` are
+taken, everything else ignored) or the head's entries with that prefix already stripped
+(`l4p_framework.official`). The names are identical to `TrackingHead`'s (a `TrackingDecoder`), so
+this checks the keys, requires the persistent Fourier matrix (loaded, never regenerated) and drops
+`grid_xy`."""
 
 
 def _layers(info: EncoderInfo, config: TrackingConfig) -> list:
@@ -126,7 +126,7 @@ def chained_matching_baseline(batch: dict, matches) -> dict[str, torch.Tensor]:
 def tracking_spec() -> HeadSpec:
     """The `tracking` HeadSpec (2D tracks, visibility and track depth from the final tokens)."""
     return HeadSpec(
-        name="tracking",
+        name=NAME,
         version="0.1.0",
         config_model=TrackingConfig,
         layers=_layers,
