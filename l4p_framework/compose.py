@@ -17,10 +17,17 @@ from .data.video import FrameTransform
 from .encoder import VideoEncoder, load_encoder
 from .errors import InputError, PluginError, RegistryError, check_tensor
 from .features import TokenFeatures
-from .io import sha256_file
 from .matching import MatchConfig, prepare_window
 from .plugins import PluginHost, get_plugin_host
-from .registry import RegistryFile, check_encoder_preset, check_window, load_registry
+from .profiles import autocast, autocast_dtype, check_profile, default_resize, profile_config
+from .profiles import window_stride as profile_window_stride
+from .registry import (
+    RegistryFile,
+    check_encoder_preset,
+    check_window,
+    load_registry,
+    resolve_encoder_weights,
+)
 from .specs import HeadSpec, Layer
 from .windows import Window, iter_windows, plan_windows
 
@@ -36,6 +43,12 @@ class L4P(nn.Module):
 
     Heads never see each other's outputs. Results are namespaced: out["depth"]["depth"].
     `model.heads["normals"]` is a plain nn.Module; add_head / remove_head touch no other head.
+
+    `profile` ("l4p" or "official", `l4p_framework.profiles`) is fixed at construction: under
+    "official", heads added get their spec's official config overrides, `forward` / `stream` squash
+    frames into the window unless told another `resize`, and on CUDA the encoder and heads run under
+    float16 autocast. The window stride is the argument (None: half the window) in either profile;
+    `from_registry` passes half the window under "official".
     """
 
     def __init__(
@@ -43,6 +56,7 @@ class L4P(nn.Module):
         encoder: VideoEncoder,
         window_stride: int | None = None,
         matching: MatchConfig | dict | None = None,
+        profile: str = "l4p",
     ):
         super().__init__()
         if not encoder.frozen:
@@ -59,6 +73,8 @@ class L4P(nn.Module):
         self.window_stride = window_stride or max(1, size // 2)
         self.matching = matching if isinstance(matching, MatchConfig) else MatchConfig(**(matching or {}))
         """The shared frame matching (backend, preset) of the heads that read `batch["matches"]`."""
+        self.profile = check_profile(profile)
+        """"l4p" or "official" (`l4p_framework.profiles`)."""
 
     # -- heads ---------------------------------------------------------------------------------
     def add_head(
@@ -68,13 +84,17 @@ class L4P(nn.Module):
         module: nn.Module | None = None,
         seed: int = 0,
     ) -> nn.Module:
-        """Add a head (built with its own RNG stream from its name and `seed` unless `module`)."""
+        """Add a head (built with its own RNG stream from its name and `seed` unless `module`).
+
+        The config gets the overrides `spec.profiles[self.profile]` declares (`profile_config`); a
+        given `module` must have been built with them (only the stitching options differ today)."""
         if spec.name in self.heads:
             raise PluginError(f"head {spec.name!r} is already composed; remove_head it first")
         if not isinstance(config, BaseModel):
             from .config import validate
 
             config = validate(spec.config_model, config or {}, f"config of head {spec.name!r}", spec.name)
+        config = profile_config(spec, config, self.profile)
         self.layers_of(spec, config)  # validates the layers against this encoder
         module = module if module is not None else build_head(spec, self.encoder.info, config, seed)
         self.heads[spec.name] = module
@@ -105,14 +125,18 @@ class L4P(nn.Module):
         return spec.uses_matching is not None and bool(spec.uses_matching(self.configs[name]))
 
     def window_batch(
-        self, batch: dict[str, Any], heads: Iterable[str] | None = None, resize: str = "letterbox"
+        self, batch: dict[str, Any], heads: Iterable[str] | None = None, resize: str | None = None
     ) -> dict[str, Any]:
         """The batch heads get for one window (`prepare_window`): batch["video"] (B, 3, T, H, W) at
-        any size becomes "frames", fitted into the encoder's window as "video", with "transform"
-        and, when one of `heads` (default all) reads it, the shared matching "matches"."""
+        any size becomes "frames", fitted into the encoder's window as "video" (by `resize`, default
+        the profile's: letterbox, or squash under "official"), with "transform" and, when one of
+        `heads` (default all) reads it, the shared matching "matches"."""
         matching = any(self.uses_matching(h) for h in (heads or self.heads))
         return prepare_window(
-            batch, self.encoder.config.image_size, self.matching if matching else None, resize
+            batch,
+            self.encoder.config.image_size,
+            self.matching if matching else None,
+            resize or default_resize(self.profile),
         )
 
     @property
@@ -150,7 +174,7 @@ class L4P(nn.Module):
         intrinsics: torch.Tensor | None = None,
         heads: Sequence[str] | None = None,
         on_window: Any = None,
-        resize: str = "letterbox",
+        resize: str | None = None,
     ) -> dict[str, dict]:
         """Run the composed heads on video (B, 3, T, H, W) float in [0, 1] of any length and size.
 
@@ -158,7 +182,8 @@ class L4P(nn.Module):
         (B, T, 3, 3) pixel-unit K. Windows of the encoder's length with `window_stride`; clips
         shorter than a window are ping-pong padded and the padding removed from the outputs. Frames
         of another size than the encoder's window are fitted into it by `resize` ("letterbox",
-        "crop" or "squash"); every output comes back in the input video's pixels (see `stream`).
+        "crop" or "squash"; None: the profile's, letterbox or squash under "official"); every output
+        comes back in the input video's pixels (see `stream`).
         """
         check_video(video)
         b, _, t = video.shape[:3]
@@ -182,7 +207,7 @@ class L4P(nn.Module):
         heads: Sequence[str] | None = None,
         on_window: Any = None,
         num_frames: int | None = None,
-        resize: str = "letterbox",
+        resize: str | None = None,
         on_frames: Callable[[str, dict[str, torch.Tensor], int], None] | None = None,
     ) -> dict[str, dict]:
         """Like forward, from an iterable of frames (B, 3, H, W) float in [0, 1]: bounded memory.
@@ -218,6 +243,8 @@ class L4P(nn.Module):
         stitchers = {h: self.specs[h].stitcher(self.configs[h]) for h in heads}
         t = 0
         transform = None
+        device = next(self.encoder.parameters()).device
+        amp = autocast_dtype(self.profile, device)  # float16 for "official" on CUDA, else None
         plan = plan_windows(max(num_frames, size), size, self.window_stride) if num_frames else None
         streamed = {h for h in heads if on_frames is not None and hasattr(stitchers[h], "release")}
         delivered = dict.fromkeys(streamed, 0)
@@ -240,7 +267,8 @@ class L4P(nn.Module):
                 queries = None if queries is None else _queries_to_model(queries, transform)
                 if intrinsics is not None:
                     intrinsics = transform.apply_to_intrinsics(check_intrinsics(intrinsics).float())
-            features = self.encode(batch["video"])
+            with autocast(device, amp):
+                features = self.encode(batch["video"])
             if plan is not None:
                 if window.index >= len(plan) or plan[window.index].start != window.start:
                     raise InputError(f"the video has more frames than num_frames={num_frames} declared")
@@ -256,7 +284,10 @@ class L4P(nn.Module):
                 )
                 batch["intrinsics"] = k[:, None].expand(-1, size, 3, 3) if k.ndim == 3 else k
             for name in heads:
-                outputs, memory[name] = self._run_window(name, features, batch, memory[name])
+                with autocast(device, amp):
+                    outputs, memory[name] = self._run_window(name, features, batch, memory[name])
+                if amp is not None:  # stitchers and writers get float32 as without autocast
+                    outputs = {k: v.float() if v.is_floating_point() else v for k, v in outputs.items()}
                 outputs = self._to_input_pixels(name, outputs, transform)
                 states[name] = stitchers[name].merge(states[name], outputs, window.start, window.overlap)
             if on_window is not None:
@@ -326,18 +357,25 @@ class L4P(nn.Module):
         host: PluginHost | None = None,
         device: str | torch.device = "cpu",
         allow_untrained: bool = False,
+        profile: str | None = None,
     ) -> L4P:
-        """Build the encoder and the named (default: all registered) heads from registry.yaml."""
+        """Build the encoder and the named (default: all registered) heads from registry.yaml.
+
+        profile: "l4p" or "official" instead of the registry's `profile` (None: the registry's). Under
+        "official" the window stride is half the encoder's window whatever `window.stride` says, and
+        each head's params get its spec's official overrides before its weights are loaded."""
         _check_head_list(heads)
         reg = path if isinstance(path, RegistryFile) else load_registry(path, overrides)
+        profile = check_profile(profile or reg.registry.profile)
         host = host or get_plugin_host()
         check_encoder_preset(reg, host)  # also when encoder.weights is set: a typo is not ignored
         encoder = encoder_from_registry(reg, device)
         check_window(reg, encoder.config.num_frames)
-        model = cls(encoder, window_stride=reg.registry.window.stride, matching=reg.registry.matching)
+        stride = profile_window_stride(profile, reg.registry.window.stride, encoder.config.num_frames)
+        model = cls(encoder, window_stride=stride, matching=reg.registry.matching, profile=profile)
         for name in heads if heads is not None else list(reg.registry.heads):
             spec = reg.check_plugin(name, host)
-            config = reg.head_config(name, spec)
+            config = profile_config(spec, reg.head_config(name, spec), profile)
             entry = reg.registry.heads[name]
             weights = reg.resolve(entry.weights)
             if weights is None:
@@ -355,14 +393,7 @@ class L4P(nn.Module):
 def encoder_from_registry(reg: RegistryFile, device: str | torch.device = "cpu") -> VideoEncoder:
     """The frozen encoder a registry names, with sha256 and fingerprint verified."""
     entry = reg.registry.encoder
-    weights = reg.resolve(entry.weights)
-    if weights is not None:
-        if not weights.is_file():
-            raise RegistryError(f"{reg.source}: encoder.weights: file {weights} does not exist")
-        if entry.sha256 and sha256_file(weights) != entry.sha256:
-            raise RegistryError(
-                f"{reg.source}: encoder.weights: sha256 of {weights} differs from encoder.sha256"
-            )
+    weights = resolve_encoder_weights(reg)  # a file next to the registry, or a hub id's cached files
     encoder = load_encoder(weights or entry.preset, seed=entry.seed, precision=entry.precision, device=device)
     if entry.fingerprint and encoder.fingerprint != entry.fingerprint:
         raise RegistryError(
@@ -379,17 +410,19 @@ def compose(
     host: PluginHost | None = None,
     seed: int = 0,
     configs: dict[str, dict] | None = None,
+    profile: str | None = None,
 ) -> L4P:
     """Compose heads: from `registry` (trained weights) or fresh on `encoder` (preset or module).
 
-    heads=None means every head in the registry, or every installed head.
+    heads=None means every head in the registry, or every installed head. profile: see
+    `L4P.from_registry` (None: the registry's, or "l4p" without a registry).
     """
     _check_head_list(heads)
     host = host or get_plugin_host()
     if registry is not None:
-        return L4P.from_registry(registry, heads=heads, host=host)
+        return L4P.from_registry(registry, heads=heads, host=host, profile=profile)
     enc = load_encoder(encoder) if isinstance(encoder, str) else encoder
-    model = L4P(enc)
+    model = L4P(enc, profile=check_profile(profile))
     for name in heads if heads is not None else sorted(host.heads()):
         model.add_head(host.get_head(name), (configs or {}).get(name), seed=seed)
     return model

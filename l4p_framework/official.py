@@ -537,6 +537,7 @@ def write_conversion(
             encoder_fingerprint=fingerprint,
         )
     registry = Registry(
+        profile="official",  # the official pre-processing, windows, stitching and autocast by default
         encoder=encoder_entry,
         heads=heads,
         window=WindowSettings(stride=max(1, config.num_frames // 2)),  # the official driver: half a window

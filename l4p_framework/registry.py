@@ -13,9 +13,10 @@ from pydantic import BaseModel, ConfigDict, field_validator
 from pydantic_core import PydanticCustomError
 
 from .config import merge_configs, validate
-from .errors import PluginError, RegistryError
+from .errors import L4PError, PluginError, RegistryError, WeightsError
 from .io import atomic_write_text, sha256_file
 from .matching import MatchConfig
+from .profiles import DEFAULT_PROFILE, Profile
 from .specs import HeadSpec
 
 if TYPE_CHECKING:
@@ -36,6 +37,19 @@ class EncoderEntry(BaseModel):
     seed: int = 0
     precision: Literal["auto", "bf16", "fp32"] = "auto"
     """auto: bf16 where the hardware runs bf16 matmuls fast (AMX, AVX512-BF16, CUDA), else fp32."""
+
+    @field_validator("weights")
+    @classmethod
+    def _hub_id(cls, weights: str | None) -> str | None:
+        """A hub id (hf://OWNER/NAME[@REVISION][/FILE.pth]) must be well-formed; nothing is fetched here."""
+        if weights is not None and weights.startswith("hf://"):
+            from .encoder.hub import parse_hub_id
+
+            try:
+                parse_hub_id(weights)
+            except WeightsError as exc:
+                raise PydanticCustomError("hub_id", "{reason}", {"reason": str(exc)}) from None
+        return weights
 
 
 class HeadEntry(BaseModel):
@@ -73,6 +87,9 @@ class WindowSettings(BaseModel):
 class Registry(BaseModel):
     model_config = ConfigDict(extra="forbid")
     schema_version: Literal[1] = SCHEMA_VERSION
+    profile: Profile = DEFAULT_PROFILE
+    """"l4p" (default) or "official": the official L4P pre-processing, windowing, stitching and
+    autocast where l4p's defaults differ (`l4p_framework.profiles`); `l4p run --profile` overrides it."""
     encoder: EncoderEntry
     heads: dict[str, HeadEntry] = {}
     cache: CacheSettings = CacheSettings()
@@ -157,11 +174,70 @@ def load_registry(
     return RegistryFile(registry, path, path.resolve().parent)
 
 
+def _is_hub(weights: str | None) -> bool:
+    return weights is not None and weights.startswith("hf://")
+
+
+def _encoder_path(reg: RegistryFile) -> Path | None:
+    """encoder.weights on disk: relative to the registry, or for a hub id (hf://...) the hub cache's
+    snapshot folder or file, fetched when not cached (WeightsError naming the registry if it cannot be)."""
+    weights = reg.registry.encoder.weights
+    if not _is_hub(weights):
+        return reg.resolve(weights)
+    from .encoder.hub import resolve_hub_source
+
+    try:
+        return resolve_hub_source(weights)
+    except WeightsError as exc:
+        raise WeightsError(f"{reg.source}: encoder.weights: {exc}") from None
+
+
+def resolve_encoder_weights(reg: RegistryFile) -> Path | None:
+    """The local path of encoder.weights (None: none set), checked against encoder.sha256.
+
+    A hub id is fetched into (or read from) the hub cache; its sha256 is that of the weights file
+    (model.safetensors / pytorch_model.bin of a transformers repo, else the file itself).
+    RegistryError for a missing file or a sha256 mismatch, WeightsError for a hub id that cannot
+    be fetched.
+    """
+    from .encoder.hub import weights_file
+
+    entry = reg.registry.encoder
+    path = _encoder_path(reg)
+    if path is None:
+        return None
+    if not _is_hub(entry.weights) and not path.is_file():
+        raise RegistryError(f"{reg.source}: encoder.weights: file {path} does not exist")
+    if entry.sha256 and sha256_file(weights_file(path)) != entry.sha256:
+        hint = ""
+        if _is_hub(entry.weights):
+            hint = (
+                f" ({entry.weights} now resolves to another file than the locked one; pin a commit, "
+                "hf://OWNER/NAME@COMMIT, or run `l4p registry lock` if the change is intended)"
+            )
+        raise RegistryError(
+            f"{reg.source}: encoder.weights: sha256 of {weights_file(path)} differs from encoder.sha256{hint}"
+        )
+    return path
+
+
 def check_files(reg: RegistryFile) -> list[str]:
-    """Problems with the files the registry names: missing weights, sha256 mismatches."""
+    """Problems with the files the registry names: missing weights, sha256 mismatches.
+
+    A hub id (hf://...) as encoder.weights is checked only when encoder.sha256 is set (fetched into,
+    or read from, the hub cache, then compared); without a sha256 there is nothing to compare, as for
+    a local file. `check_weights` (validate --deep) fetches and loads it in any case.
+    """
     problems = []
+    if _is_hub(reg.registry.encoder.weights) and reg.registry.encoder.sha256:
+        try:
+            resolve_encoder_weights(reg)
+        except L4PError as exc:
+            problems.append(str(exc))
     entries = [("encoder", reg.registry.encoder)] + [(f"heads.{n}", e) for n, e in reg.registry.heads.items()]
     for where, entry in entries:
+        if where == "encoder" and _is_hub(entry.weights):
+            continue
         path = reg.resolve(entry.weights)
         if path is None:
             continue
@@ -227,8 +303,12 @@ def check_weights(reg: RegistryFile, host: PluginHost | None = None) -> list[str
 
         host = get_plugin_host()
     entry = reg.registry.encoder
-    weights = reg.resolve(entry.weights)
-    if weights is not None and not weights.is_file():
+    hub = _is_hub(entry.weights)
+    try:
+        weights = _encoder_path(reg)  # a hub id: fetched into (or read from) the hub cache
+    except WeightsError as exc:
+        return [f"{exc} (heads not checked: they need the encoder)"]
+    if weights is not None and not hub and not weights.is_file():
         return []  # reported by check_files; the heads cannot be checked without the encoder
     try:
         encoder = load_encoder(weights or entry.preset, seed=entry.seed, precision="fp32")
@@ -237,7 +317,7 @@ def check_weights(reg: RegistryFile, host: PluginHost | None = None) -> list[str
     problems = []
     if entry.fingerprint and encoder.fingerprint != entry.fingerprint:
         problems.append(
-            f"{reg.source}: encoder.weights: {weights or entry.preset} has fingerprint "
+            f"{reg.source}: encoder.weights: {entry.weights if hub else weights or entry.preset} has fingerprint "
             f"{encoder.fingerprint[:16]}..., encoder.fingerprint says {entry.fingerprint[:16]}...; "
             "run `l4p registry lock` if the change is intended"
         )
@@ -263,17 +343,23 @@ def check_weights(reg: RegistryFile, host: PluginHost | None = None) -> list[str
 
 
 def lock_registry(reg: RegistryFile) -> RegistryFile:
-    """Record the current sha256 of every weights file (and the encoder fingerprint) in place."""
+    """Record the current sha256 of every weights file (and the encoder fingerprint) in place.
+
+    A hub id as encoder.weights is fetched into (or read from) the hub cache; its sha256 is that of
+    the weights file it resolves to (`l4p_framework.encoder.hub.weights_file`).
+    """
     from .encoder import load_encoder
+    from .encoder.hub import weights_file
 
     r = reg.registry
+    encoder_path = _encoder_path(reg)
     for entry in [r.encoder, *r.heads.values()]:
-        path = reg.resolve(entry.weights)
+        path = encoder_path if entry is r.encoder else reg.resolve(entry.weights)
         if path is not None:
-            if not path.is_file():
+            if not path.is_file() and not (entry is r.encoder and _is_hub(entry.weights)):
                 raise RegistryError(f"{reg.source}: cannot lock, weights file {path} does not exist")
-            entry.sha256 = sha256_file(path)
-    source = reg.resolve(r.encoder.weights) or r.encoder.preset
+            entry.sha256 = sha256_file(weights_file(path))
+    source = encoder_path or r.encoder.preset
     r.encoder.fingerprint = load_encoder(source, seed=r.encoder.seed).fingerprint
     return reg
 

@@ -136,6 +136,10 @@ class HeadSpec:
     metric_protocols: Mapping[str, str] = field(default_factory=dict)
     """Metric name -> the protocol it follows, in a few words (`l4p eval` prints it beside the
     metric), e.g. {"aj3d": "tapvid3d, 256px, median scale"}."""
+    profiles: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    """Config overrides per model profile (`l4p_framework.profiles`), applied when the head is added
+    to a model of that profile, e.g. {"official": {"chain_blend": False}}: how the head reproduces
+    the official L4P behaviour where its defaults differ. Empty: the head behaves alike in all."""
     description: str = ""
     distribution: str = "<unknown>"
     """Filled in by the plugin host with the registering distribution's name."""

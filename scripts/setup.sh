@@ -10,7 +10,7 @@ fi
 PIP=".venv/bin/python -m pip --disable-pip-version-check -q"
 # torch pinned: an unpinned torch pulls a multi-GB CUDA build on these machines.
 $PIP install "torch==2.13.0" 2>&1 | grep -v "^WARNING: Location" || true
-packages=(-e ".[dev]")
+packages=(-e ".[dev,hub]")
 for dir in heads/*/ plugins/*/; do
   [ -f "$dir/pyproject.toml" ] && packages+=(-e "$dir")
 done

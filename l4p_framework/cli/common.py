@@ -38,14 +38,19 @@ def parse_heads(text: str | None) -> list[str] | None:
 
 
 def load_model(
-    registry: str | None, heads: list[str] | None, say=print, host: PluginHost | None = None
+    registry: str | None,
+    heads: list[str] | None,
+    say=print,
+    host: PluginHost | None = None,
+    profile: str | None = None,
 ) -> tuple[L4P, dict[str, bool]]:
     """The composed model and, per head, whether it has trained weights.
 
     heads=None means the registry's installed heads that have trained weights, so installing a
     plugin (or scaffolding one with `l4p new-head`) never changes what a default run computes;
     named heads without registered weights are added untrained (and reported as such). Without a
-    registry every installed head is untrained on the `tiny` encoder.
+    registry every installed head is untrained on the `tiny` encoder. profile: "l4p" or "official"
+    instead of the registry's `profile` (None: the registry's; "l4p" without a registry).
     """
     host = host or get_plugin_host()
     registry = None if registry == "none" else (registry or default_registry())
@@ -68,9 +73,9 @@ def load_model(
         host.get_head(name)  # clear error for unknown heads
     if registry is None:
         say("l4p: no registry.yaml found: running untrained heads on the tiny test encoder")
-        return compose(wanted, host=host), dict.fromkeys(wanted, False)
+        return compose(wanted, host=host, profile=profile), dict.fromkeys(wanted, False)
     trained = [h for h in wanted if h in reg.registry.heads and reg.registry.heads[h].weights]
-    model = L4P.from_registry(reg, heads=trained, host=host)
+    model = L4P.from_registry(reg, heads=trained, host=host, profile=profile)
     for name in wanted:
         if name not in trained:
             say(f"l4p: head {name!r} has no trained weights in {registry}: running it untrained")

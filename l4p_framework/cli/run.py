@@ -26,6 +26,7 @@ from einops import rearrange
 
 from ..errors import InputError, L4PError
 from ..io import atomic_folder
+from ..profiles import PROFILES, default_resize
 from ..results import ResultsWriter, load_results
 from .common import Progress, add_model_arguments, load_model, parse_heads
 
@@ -44,7 +45,21 @@ def register(sub) -> dict:
         help="tracking queries: grid:N (N x N on frame 0) or points.csv (t,x,y)",
     )
     p.add_argument("--intrinsics", default=None, help="known camera intrinsics fx,fy,cx,cy in input pixels")
-    p.add_argument("--resize", choices=["letterbox", "crop", "squash"], default="letterbox")
+    p.add_argument(
+        "--resize",
+        choices=["letterbox", "crop", "squash"],
+        default=None,
+        help="how frames are fitted into the encoder's window (default: the profile's, letterbox; "
+        "squash under --profile official)",
+    )
+    p.add_argument(
+        "--profile",
+        choices=list(PROFILES),
+        default=None,
+        help="l4p (default) or official: the official L4P pre-processing, windows, stitching and "
+        "autocast where l4p differs (README, Use the official weights); overrides the registry's "
+        "`profile`",
+    )
     p.add_argument(
         "--out",
         default="l4p-out",
@@ -162,7 +177,7 @@ def run_command(args) -> int:
     out_root = Path(args.out)
     jobs = _inputs(source)
     _check_outputs(jobs, out_root, args.overwrite)
-    model, _ = load_model(args.registry, parse_heads(args.heads))
+    model, _ = load_model(args.registry, parse_heads(args.heads), profile=args.profile)
     try:
         out_root.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(prefix=".l4p-write-test-", dir=out_root)  # unique: runs may share OUT
@@ -212,6 +227,7 @@ def run_one(model, path: Path, out: Path, args) -> None:
     from ..data.video import open_video
 
     src = open_video(path)
+    resize = args.resize or default_resize(model.profile)
     size = output_size(args.size, args.max_side, src.size)
     scale = torch.tensor([size[1] / src.size[1], size[0] / src.size[0]])  # (x, y) input -> output pixels
     K_out = None
@@ -238,7 +254,8 @@ def run_one(model, path: Path, out: Path, args) -> None:
                 input=str(path),
                 input_size=list(src.size),
                 fps=src.fps,
-                resize=args.resize,
+                resize=resize,
+                profile=model.profile,
             )
             try:
                 with torch.no_grad():
@@ -248,7 +265,7 @@ def run_one(model, path: Path, out: Path, args) -> None:
                         intrinsics=None if K_out is None else K_out[None],
                         on_window=progress,
                         num_frames=known_length,
-                        resize=args.resize,
+                        resize=resize,
                         on_frames=writer.add,
                     )
             finally:

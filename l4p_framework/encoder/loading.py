@@ -106,8 +106,14 @@ def load_encoder(
     source: a preset name (random init from `seed`), an l4p encoder ``.safetensors`` file, a
     Hugging Face VideoMAE folder (config.json + model.safetensors or pytorch_model.bin), or an
     official VideoMAEv2 ``.pth`` state dict (`preset` picks the architecture when it cannot be
-    inferred). Every load is strict. precision "auto" picks bf16 where the hardware runs it fast.
+    inferred), or a Hugging Face hub id ``hf://OWNER/NAME[@REVISION][/FILE.pth]`` (fetched into
+    the hub cache by the optional huggingface_hub, see `l4p_framework.encoder.hub`). Every load is
+    strict. precision "auto" picks bf16 where the hardware runs it fast.
     """
+    if isinstance(source, str) and source.startswith("hf://"):
+        from .hub import resolve_hub_source
+
+        source = resolve_hub_source(source)
     path = Path(source)
     if path.is_dir():
         encoder = _load_hf_folder(path)
@@ -120,7 +126,7 @@ def load_encoder(
     else:
         raise WeightsError(
             f"cannot load an encoder from {source!r}: expected a preset name, a .safetensors file, "
-            "a Hugging Face VideoMAE folder or a VideoMAEv2 .pth file"
+            "a Hugging Face VideoMAE folder, a VideoMAEv2 .pth file or a hub id hf://OWNER/NAME"
             + ("" if path.exists() else " (the path does not exist)")
         )
     encoder.freeze()
@@ -176,6 +182,14 @@ def _load_l4p_file(path: Path) -> VideoEncoder:
 _HF_DROP = re.compile(r"^(decoder\.|encoder_to_decoder\.|mask_token$|fc_norm\.|classifier\.)")
 
 
+def _hf_name(path: Path) -> str:
+    """hf:OWNER/NAME for a snapshot folder of the hub cache (models--OWNER--NAME/snapshots/<commit>)."""
+    repo = path.parent.parent.name
+    if path.parent.name == "snapshots" and repo.startswith("models--"):
+        return "hf:" + repo.removeprefix("models--").replace("--", "/")
+    return f"hf:{path.name}"
+
+
 def _load_hf_folder(path: Path) -> VideoEncoder:
     config_file = path / "config.json"
     if not config_file.is_file():
@@ -200,7 +214,7 @@ def _load_hf_folder(path: Path) -> VideoEncoder:
     image = hf.get("image_size", 224)
     qv = hf.get("qkv_bias", hf.get("qv_bias", True))
     config = EncoderConfig(
-        name=f"hf:{path.name}",
+        name=_hf_name(path),
         width=hf.get("hidden_size", 768),
         depth=hf.get("num_hidden_layers", 12),
         num_heads=hf.get("num_attention_heads", 12),

@@ -285,12 +285,12 @@ def lightning_checkpoint(state: dict, hyper_parameters: object = None) -> dict:
     }
 
 
-def _reference_model(state: dict, configs: dict, stride: int) -> L4P:
+def _reference_model(state: dict, configs: dict, stride: int, profile: str = "l4p") -> L4P:
     """The l4p model loaded straight from the official state dict through the key maps."""
     host = get_plugin_host()
     encoder = VideoEncoder(PRESETS[ENCODER_PRESET])
     encoder.load_state_dict(official_encoder_state(state), strict=True)
-    model = L4P(encoder, window_stride=stride)
+    model = L4P(encoder, window_stride=stride, profile=profile)
     for name, config in configs.items():
         spec = host.get_head(name)
         head = build_head(spec, model.encoder.info, config, seed=99)
@@ -326,9 +326,10 @@ def test_convert_with_the_cli_and_run_all_five_heads(reduced, tmp_path, capsys):
 
     converted = L4P.from_registry(out / "registry.yaml", overrides=["encoder.precision=fp32"]).eval()
     assert converted.window_stride == 4
-    for name, config in configs.items():  # the registry reproduces the heads' configs
-        assert converted.configs[name] == config, name
-    reference = _reference_model(state, configs, converted.window_stride)
+    assert converted.profile == "official"  # the converted registry says `profile: official`
+    reference = _reference_model(state, configs, converted.window_stride, profile="official")
+    for name in configs:  # the registry reproduces the heads' configs (with the profile's overrides)
+        assert converted.configs[name] == reference.configs[name], name
     gen = torch.Generator().manual_seed(0)
     video = torch.rand(1, 3, 24, 64, 64, generator=gen)
     queries = torch.tensor([[[0.0, 10.0, 12.0], [5.0, 40.0, 30.0], [11.0, 33.0, 50.0]]])

@@ -2,7 +2,8 @@
 
 Output `depth`: (B, 1, T, H, W) z-depth = exp(raw), positive, of arbitrary (relative) scale: the
 SILog loss is invariant to a global scale per sequence, so only shape is learnt. Long videos are
-stitched by a least-squares scale and shift in disparity over each window's overlap.
+stitched by the median disparity ratio over each window's overlap (`DepthConfig.stitch_shift`: a
+least-squares disparity scale and shift, as the official driver; the `official` profile sets it).
 """
 
 from __future__ import annotations
@@ -43,9 +44,14 @@ class DepthConfig(DenseHeadConfig):
     silog_lambda: weight lambda of the scale term removed by SILog, in [0, 1]. The loss per sequence
         is mean(d^2) - lambda * mean(d)^2 with d = log y - log y*: lambda = 1 (default, as L4P) is the
         variance of d, i.e. fully scale-invariant; lambda < 1 also penalises a global scale error.
+    stitch_shift: how windows are chained over their overlap (`DisparityAffineStitcher`): False
+        (default) by the median disparity ratio, True by a least-squares disparity scale and shift,
+        the official driver's non-joint depth alignment (l4p-model.md §4.2; the `official` profile
+        sets it).
     """
 
     silog_lambda: float = Field(1.0, ge=0.0, le=1.0)
+    stitch_shift: bool = False
 
 
 class DepthHead(DenseHead):
@@ -180,7 +186,8 @@ def depth_head_spec() -> HeadSpec:
             ),
         ),
         baseline=depth_baseline,
-        stitcher=lambda config: DisparityAffineStitcher("depth", time_dim=2),
+        stitcher=lambda config: DisparityAffineStitcher("depth", time_dim=2, shift=config.stitch_shift),
+        profiles={"official": {"stitch_shift": True}},
         visualize=visualize_depth,
         official_key_map=official_key_map,
         description="Video depth: per-frame relative z-depth from a 3D DPT head (SILog loss).",

@@ -99,6 +99,9 @@ class PoseConfig(BaseModel):
         overlap. A least-squares fit of noisy window centres shrinks (~0.7 per window without
         matching, path lengths 0.1-0.4 of the truth after 240 frames with it), so the shipped
         registry chains with "same".
+    chain_blend: over each window overlap, cross-fade from the already-chained poses to the new
+        window's (default); False lets the later window overwrite them, as the official driver does
+        (l4p-model.md §4.2-4.3; the `official` profile sets it).
     matching: "none" keeps the ray solution; "shared" takes the window's camera motion from the
         shared frame matching (points tracked through the window at the input resolution, a small
         structure-from-motion with this head's K, `odometry.py`) and only its step length from the
@@ -122,6 +125,7 @@ class PoseConfig(BaseModel):
     robust_iters: int = Field(5, ge=0, le=50)
     chain_method: Literal["poses", "centres"] = "poses"
     chain_scale: Literal["fit", "same"] = "fit"
+    chain_blend: bool = True
     matching: Literal["none", "shared"] = "none"
     self_calibrate: bool = True
 
@@ -371,15 +375,21 @@ class PoseStitcher:
     or "centres"; with scale "same" the Sim(3) keeps the previous window's scale, see
     `PoseConfig.chain_scale`); over the overlap the trajectory cross-fades from the chained poses to
     the new window's (`_cross_fade`; the official driver let the later window overwrite, which left
-    a jump at every seam: RPE-rot 0.34 instead of 0.16 deg on 240-frame 240x320 synth4d clips). The
+    a jump at every seam: RPE-rot 0.34 instead of 0.16 deg on 240-frame 240x320 synth4d clips).
+    `blend=False` (`PoseConfig.chain_blend`, set by the `official` profile) overwrites instead. The
     result is camera-to-world relative to the first camera of the video, at the first window's scale. Stitched
     `rays` keep, per frame, the last window's rays (relative to that window's first camera);
     `intrinsics` are overwritten too: in fixed mode the head already reports the first window's K for
     every window (see the module docstring), with given K they are the given K.
     """
 
-    def __init__(self, method: Literal["poses", "centres"] = "poses", scale: Literal["fit", "same"] = "fit"):
-        self.method, self.scale = method, scale
+    def __init__(
+        self,
+        method: Literal["poses", "centres"] = "poses",
+        scale: Literal["fit", "same"] = "fit",
+        blend: bool = True,
+    ):
+        self.method, self.scale, self.blend = method, scale, blend
         self.rest = OverwriteStitcher({"rays": 2, "intrinsics": 1})
 
     def merge(
@@ -402,8 +412,9 @@ class PoseStitcher:
             if state.poses.shape[1] < end:
                 pad = state.poses.new_zeros(b, end - state.poses.shape[1], 4, 4)
                 state.poses = torch.cat([state.poses, pad], 1)
-            n = max(0, min(overlap, tw, state.poses.shape[1] - start))
-            chained[:, :n] = _cross_fade(state.poses[:, start : start + n], chained[:, :n])
+            n = max(0, min(overlap, tw, state.poses.shape[1] - start)) if self.blend else 0
+            if n:
+                chained[:, :n] = _cross_fade(state.poses[:, start : start + n], chained[:, :n])
             state.poses[:, start:end] = chained
         rest = {k: v for k, v in outputs.items() if k != "poses"}
         state.rest = self.rest.merge(state.rest, rest, start, overlap) if rest else state.rest
@@ -646,7 +657,8 @@ def pose_head_spec() -> HeadSpec:
         targets=("intrinsics", "poses"),
         outputs=OUTPUTS,
         baseline=pose_baseline,
-        stitcher=lambda config: PoseStitcher(config.chain_method, config.chain_scale),
+        stitcher=lambda config: PoseStitcher(config.chain_method, config.chain_scale, config.chain_blend),
+        profiles={"official": {"chain_blend": False}},
         uses_matching=lambda config: config.matching == "shared",
         visualize=visualize_pose,
         inputs=("intrinsics",),
