@@ -49,6 +49,25 @@ def round_weights(module: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Modul
     return module
 
 
+def head_metadata(
+    spec: HeadSpec, config: BaseModel, encoder: EncoderInfo, training: dict[str, Any] | None = None
+) -> dict[str, str]:
+    """The safetensors metadata of a head file (`HEAD_FORMAT`): head and plugin names and versions,
+    the encoder it was trained on, its hooked layers, its config and `training` (JSON strings)."""
+    return {
+        "format": HEAD_FORMAT,
+        "head": spec.name,
+        "head_version": spec.version,
+        "plugin": spec.distribution,
+        "plugin_version": spec.distribution_version,
+        "encoder_preset": encoder.preset,
+        "encoder_fingerprint": encoder.fingerprint,
+        "layers": json.dumps([*spec.layers(encoder, config)]),
+        "config": config.model_dump_json(),
+        "training": json.dumps(training or {}, sort_keys=True, default=str),
+    }
+
+
 def save_head(
     path: str | os.PathLike,
     module: torch.nn.Module,
@@ -63,18 +82,7 @@ def save_head(
     Floating tensors are stored as `dtype` (float32, or float16 / bfloat16 for half-size files);
     loading casts them back into the module's float32 parameters.
     """
-    metadata = {
-        "format": HEAD_FORMAT,
-        "head": spec.name,
-        "head_version": spec.version,
-        "plugin": spec.distribution,
-        "plugin_version": spec.distribution_version,
-        "encoder_preset": encoder.preset,
-        "encoder_fingerprint": encoder.fingerprint,
-        "layers": json.dumps([*spec.layers(encoder, config)]),
-        "config": config.model_dump_json(),
-        "training": json.dumps(training or {}, sort_keys=True, default=str),
-    }
+    metadata = head_metadata(spec, config, encoder, training)
     state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in module.state_dict().items()}
     path = write_safetensors(path, state, metadata)
     return sha256_file(path)

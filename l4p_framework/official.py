@@ -471,7 +471,7 @@ def write_conversion(
     source_sha256: str,
 ) -> Path:
     """Write the planned encoder and head files and registry.yaml into `folder`; returns the registry path."""
-    from .checkpoints import HEAD_FORMAT
+    from .checkpoints import head_metadata
     from .encoder.loading import ENCODER_FORMAT
     from .encoder.vit import weights_fingerprint
     from .io import sha256_file
@@ -507,26 +507,12 @@ def write_conversion(
     heads: dict[str, HeadEntry] = {}
     for name, head in plan.heads.items():
         spec = head.spec
-        metadata = {
-            "format": HEAD_FORMAT,
-            "head": spec.name,
-            "head_version": spec.version,
-            "plugin": spec.distribution,
-            "plugin_version": spec.distribution_version,
-            "encoder_preset": config.name,
-            "encoder_fingerprint": fingerprint,
-            "layers": json.dumps([*spec.layers(info, head.config)]),
-            "config": head.config.model_dump_json(),
-            "training": json.dumps(
-                {
-                    "official_module": head.module,
-                    "official_prefix": official_prefix(head.module),
-                    **provenance,
-                },
-                sort_keys=True,
-            ),
+        training = {
+            "official_module": head.module,
+            "official_prefix": official_prefix(head.module),
             **provenance,
         }
+        metadata = {**head_metadata(spec, head.config, info, training), **provenance}
         path = write_safetensors_streamed(folder / f"{name}.safetensors", head.state, metadata, dtype)
         heads[name] = HeadEntry(
             plugin=spec.distribution,

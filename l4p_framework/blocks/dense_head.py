@@ -23,6 +23,14 @@ from .keymaps import l4p_dense_head_to_official, official_dense_head_to_l4p
 DPT_PREFIX = "dpt."
 
 
+def with_widths(base: DPT3DConfig, widths: Any) -> DPT3DConfig:
+    """`base` with the `layer_dims` / `feature_dim` / `last_dim` that `widths` (a head config) sets
+    (not None), validated; `base` itself when it sets none."""
+    names = ("layer_dims", "feature_dim", "last_dim")
+    overrides = {k: getattr(widths, k) for k in names if getattr(widths, k, None) is not None}
+    return DPT3DConfig(**{**base.model_dump(), **overrides}) if overrides else base
+
+
 class DenseHeadConfig(BaseModel):
     """Decoder architecture of a DPT dense head (extend it with task options).
 
@@ -65,17 +73,8 @@ class DenseHeadConfig(BaseModel):
         layers = self.hook_layers(info)
         presets = {"official": dpt3d_official, "cpu": dpt3d_cpu, "small": dpt3d_small}
         base = presets[self.preset](out_channels, layers)
-        overrides = {
-            k: v
-            for k, v in (
-                ("layer_dims", self.layer_dims),
-                ("feature_dim", self.feature_dim),
-                ("last_dim", self.last_dim),
-            )
-            if v is not None
-        }
         try:
-            return DPT3DConfig(**{**base.model_dump(), **overrides})
+            return with_widths(base, self)
         except ValueError as exc:
             raise ConfigError(f"invalid dense-head config {self.model_dump()}: {exc}") from None
 

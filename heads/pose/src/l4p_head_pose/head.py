@@ -42,7 +42,7 @@ from l4p_framework.blocks import (
     dpt3d_official_rays,
     dpt3d_small,
 )
-from l4p_framework.blocks.dense_head import official_to_dense_head
+from l4p_framework.blocks.dense_head import official_to_dense_head, with_widths
 from l4p_framework.errors import ConfigError, InputError
 from l4p_framework.features import TokenFeatures
 from l4p_framework.geometry import (
@@ -145,16 +145,7 @@ class PoseConfig(BaseModel):
             )
         else:
             base = dpt3d_small(layers=layers, rays=True)
-        overrides = {
-            k: v
-            for k, v in (
-                ("layer_dims", self.layer_dims),
-                ("feature_dim", self.feature_dim),
-                ("last_dim", self.last_dim),
-            )
-            if v is not None
-        }
-        return DPT3DConfig(**{**base.model_dump(), **overrides}) if overrides else base
+        return with_widths(base, self)
 
 
 # -- solving ---------------------------------------------------------------------------------------------
