@@ -81,6 +81,9 @@ def _write(buffer: torch.Tensor | None, value: torch.Tensor, dim: int, start: in
     if buffer is None:
         return value.clone()
     end = start + length
+    keep = start + skip  # the buffer's frames before the part `value` overwrites
+    if end >= buffer.shape[dim] >= keep:  # the window reaches the buffer's end: one allocation, no zeros
+        return torch.cat([_narrow(buffer, dim, 0, keep), _narrow(value, dim, skip, length - skip)], dim)
     if buffer.shape[dim] < end:
         pad_shape = list(buffer.shape)
         pad_shape[dim] = end - buffer.shape[dim]
