@@ -9,6 +9,12 @@ Each video's outputs go to OUT/NAME/ (NAME: the video file's stem, or the image 
 in a hidden OUT/.NAME.partial-PID-XXXX/ and renamed into place only once every file is written: a full
 disk or Ctrl-C removes the hidden folder and leaves an earlier OUT/NAME/ as it was; a SIGKILL can leave
 only the hidden folder, which the next run into OUT deletes (see `l4p_framework.io.atomic_folder`).
+
+With more than one job (several inputs, a folder of videos, a glob, an @list, or under torchrun) `l4p run`
+is a batch (`l4p_framework.batch_run`): OUT/manifest.jsonl records every attempt, a re-run skips the
+finished videos, one bad video is recorded as failed without stopping the others (exit code 1 if any
+failed), `--workers N` runs N processes, and `torchrun --nproc-per-node G l4p run ...` shares the jobs
+out across ranks. One job keeps the single-video behaviour: errors exit 2, no manifest.
 """
 
 from __future__ import annotations
@@ -17,27 +23,36 @@ import csv
 import json
 import math
 import os
+import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
 import torch
 from einops import rearrange
 
+from .. import batch_run
+from ..batch_run import VIDEO_SUFFIXES, Job
 from ..errors import InputError, L4PError
 from ..io import atomic_folder
 from ..profiles import PROFILES, default_resize
 from ..results import ResultsWriter, load_results
 from .common import Progress, add_model_arguments, load_model, parse_heads
 
-VIDEO_SUFFIXES = {".mp4", ".mov", ".webm", ".avi", ".mkv", ".gif"}
+__all__ = ["VIDEO_SUFFIXES", "run_command", "run_one"]
 DEFAULT_MAX_SIDE = 1920
 """`l4p run` scales larger videos down to this longer side unless told otherwise (--max-side 0)."""
 
 
 def register(sub) -> dict:
-    p = sub.add_parser("run", help="run heads on a video file, an image folder or a folder of videos")
-    p.add_argument("input", help="video file, folder of images, or folder of videos")
+    p = sub.add_parser("run", help="run heads on video files, image folders or folders of videos")
+    p.add_argument(
+        "input",
+        nargs="+",
+        help="video file, folder of images (one video), folder of videos (one job each), a quoted glob "
+        "pattern ('clips/*.mp4') or @list.txt (one path per line, # comments)",
+    )
     add_model_arguments(p)
     p.add_argument(
         "--queries",
@@ -93,39 +108,31 @@ def register(sub) -> dict:
         action="store_false",
         help="skip preview/ (per head: an MP4 of every frame and a contact sheet PNG)",
     )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="batch: run N videos at a time in N processes, each loading the model once (default 1)",
+    )
     return {"run": run_command}
 
 
-def _inputs(path: Path) -> list[tuple[Path, str]]:
-    """(video, output name) pairs: a video file, each video of a folder of videos, or an image folder."""
-    if path.is_dir():
-        videos = sorted(p for p in path.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES)
-        if videos:
-            return [(v, v.stem) for v in videos]
-        return [(path, path.resolve().name or "frames")]
-    return [(path, path.stem)]
-
-
-def _check_outputs(jobs: list[tuple[Path, str]], out_root: Path, overwrite: bool) -> None:
-    """Refuse two videos with one output name, an input inside its own OUT/NAME/ (--overwrite would
-    delete it), and an existing OUT/NAME/ unless --overwrite."""
-    seen: dict[str, Path] = {}
-    for video, name in jobs:
-        out = out_root / name
-        if name in seen:
-            raise InputError(
-                f"{seen[name].name} and {video.name} in {video.parent} would both write {out}; "
-                "rename one or run them separately"
-            )
-        seen[name] = video
+def _check_outputs(jobs: list[Job], out_root: Path, overwrite: bool, batch: bool = False) -> None:
+    """Refuse an input inside its own OUT/NAME/ (--overwrite would delete it) and, for a single video,
+    an existing OUT/NAME/ unless --overwrite (a batch checks that per job: `_occupied`)."""
+    for job in jobs:
+        video, out = job.input, out_root / job.name
         if out.resolve() == video.resolve() or out.resolve() in video.resolve().parents:
             raise InputError(f"input {video} lies inside its output folder {out}; choose another --out")
-        try:
-            occupied = out.is_symlink() or out.is_file() or (out.is_dir() and any(out.iterdir()))
-        except OSError as exc:
-            raise L4PError(f"cannot read output folder {out}: {exc.strerror or exc}") from None
-        if occupied and not overwrite:
+        if not batch and _occupied(out) and not overwrite:
             raise L4PError(_exists_message(out))
+
+
+def _occupied(out: Path) -> bool:
+    try:
+        return out.is_symlink() or out.is_file() or (out.is_dir() and any(out.iterdir()))
+    except OSError as exc:
+        raise L4PError(f"cannot read output folder {out}: {exc.strerror or exc}") from None
 
 
 def _exists_message(out: Path) -> str:
@@ -171,13 +178,27 @@ def parse_queries(text: str, size: tuple[int, int]) -> torch.Tensor:
 
 
 def run_command(args) -> int:
-    source = Path(args.input)
-    if not source.exists():
-        raise InputError(f"input {source} does not exist")
+    if args.workers < 1:
+        raise InputError(f"--workers needs at least 1, got {args.workers}")
     out_root = Path(args.out)
-    jobs = _inputs(source)
-    _check_outputs(jobs, out_root, args.overwrite)
-    model, _ = load_model(args.registry, parse_heads(args.heads), profile=args.profile)
+    jobs = batch_run.list_jobs(args.input)
+    rank, world, local_rank = batch_run.dist_env()
+    batch = len(jobs) > 1 or world > 1
+    _check_outputs(jobs, out_root, args.overwrite, batch=batch)
+    if not batch:
+        model = _load(args)
+        _check_writable(out_root)
+        run_one(model, jobs[0].input, out_root / jobs[0].name, args)
+        return 0
+    return _run_batch(jobs, out_root, args, rank, world, local_rank)
+
+
+def _load(args, say=print, device: str = "cpu"):
+    model, _ = load_model(args.registry, parse_heads(args.heads), say=say, profile=args.profile)
+    return model.to(device) if device != "cpu" else model
+
+
+def _check_writable(out_root: Path) -> None:
     try:
         out_root.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(prefix=".l4p-write-test-", dir=out_root)  # unique: runs may share OUT
@@ -185,9 +206,92 @@ def run_command(args) -> int:
         os.unlink(probe)
     except OSError as exc:
         raise L4PError(f"cannot write to output folder {out_root}: {exc.strerror or exc}") from None
-    for video, name in jobs:
-        run_one(model, video, out_root / name, args)
-    return 0
+
+
+def _run_batch(jobs: list[Job], out_root: Path, args, rank: int, world: int, local_rank: int) -> int:
+    """Jobs of this rank not yet done, one at a time or in --workers processes; 1 if any failed."""
+    import torch.distributed as dist
+
+    started_dist = False
+    if world > 1 and dist.is_available() and not dist.is_initialized():
+        from datetime import timedelta
+
+        dist.init_process_group("gloo", timeout=timedelta(days=7))  # ranks wait for the slowest at the end
+        started_dist = True
+    try:
+        mine = batch_run.shard(jobs, rank, world)
+        _check_writable(out_root)
+        done = set() if args.overwrite else batch_run.done_jobs(mine, out_root)
+        todo = [job for job in mine if job.name not in done]
+        prefix = f"[rank {rank}] " if world > 1 else ""
+        manifest = batch_run.manifest_path(out_root, rank if world > 1 else None)
+        if done:
+            print(
+                f"{prefix}skipping {len(done)} of {len(mine)} videos already done in {out_root}",
+                file=sys.stderr,
+            )
+        tally = batch_run.Tally(len(todo), prefix)
+        device = f"cuda:{local_rank}" if world > 1 and torch.cuda.is_available() else "cpu"
+        if todo and args.workers == 1:
+            if device != "cpu":
+                torch.cuda.set_device(local_rank)
+            model = _load(args, device=device)
+            for job in todo:
+                tally.add(_attempt(model, job, out_root, args, manifest, progress=True))
+        elif todo:
+            local_world = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+            threads = batch_run.worker_threads(args.workers, local_world)
+            initargs = (args, out_root, manifest, device, threads)
+            batch_run.run_pool(todo, args.workers, _worker_init, initargs, _worker_task, tally.add)
+        if started_dist:
+            dist.barrier()
+            if rank == 0:
+                batch_run.merge_parts(out_root)
+            dist.barrier()  # no rank exits (torchrun stops the rest on a nonzero exit) before the merge
+    finally:
+        if started_dist:
+            dist.destroy_process_group()
+    return 1 if tally.failed else 0
+
+
+def _attempt(model, job: Job, out_root: Path, args, manifest: Path, progress: bool) -> dict:
+    """Run one job of a batch and append its manifest record: an error fails this job, not the batch."""
+    start = time.monotonic()
+    out = out_root / job.name
+    try:
+        if not args.overwrite and _occupied(out):
+            raise L4PError(_exists_message(out))
+        run_one(model, job.input, out, args, progress=progress)
+        status, error = "done", None
+    except L4PError as exc:
+        status, error = "failed", str(exc)
+    except Exception as exc:  # noqa: BLE001 - a batch records any failure of one video and goes on
+        status, error = "failed", f"{type(exc).__name__}: {exc}"
+    entry = batch_run.record(job, out_root, status, time.monotonic() - start, error)
+    batch_run.append_record(manifest, entry)
+    return entry
+
+
+_WORKER: dict = {}
+
+
+def _worker_init(args, out_root: Path, manifest: Path, device: str, threads: int) -> None:
+    """A --workers process: torch threads, the model loaded once (an error is kept for every task)."""
+    torch.set_num_threads(threads)
+    _WORKER.update(args=args, out_root=out_root, manifest=manifest)
+    try:
+        if device != "cpu":
+            torch.cuda.set_device(device)
+        _WORKER["model"] = _load(args, say=lambda _message: None, device=device)
+    except L4PError as exc:
+        _WORKER["fatal"] = str(exc)
+
+
+def _worker_task(job: Job) -> dict:
+    if "fatal" in _WORKER:
+        return {"fatal": _WORKER["fatal"]}
+    w = _WORKER
+    return _attempt(w["model"], job, w["out_root"], w["args"], w["manifest"], progress=False)
 
 
 def output_size(text_size: str | None, max_side: int | None, in_size: tuple[int, int]) -> tuple[int, int]:
@@ -223,7 +327,7 @@ def _resized(frames, size: tuple[int, int]):
         yield frame
 
 
-def run_one(model, path: Path, out: Path, args) -> None:
+def run_one(model, path: Path, out: Path, args, progress: bool = True) -> None:
     from ..data.video import open_video
 
     src = open_video(path)
@@ -244,7 +348,7 @@ def run_one(model, path: Path, out: Path, args) -> None:
             yield rearrange(torch.from_numpy(np.ascontiguousarray(frame)), "h w c -> 1 c h w").float() / 255
 
     known_length = None if path.is_file() else src.num_frames  # container counts are estimates
-    progress = Progress(f"{path.name}", None)
+    progress = Progress(f"{path.name}", None) if progress else _NoProgress()
     try:
         with atomic_folder(out, overwrite=args.overwrite) as tmp:
             writer = ResultsWriter(
@@ -296,6 +400,14 @@ def run_one(model, path: Path, out: Path, args) -> None:
             f"cannot write outputs of {path} to {out}: {exc.strerror or exc}; free space or choose another --out"
         ) from None
     print(f"{path}: {_num_frames(results)} frames -> {out}/ ({', '.join(written)})")
+
+
+class _NoProgress:
+    def __call__(self, window) -> None:
+        pass
+
+    def done(self) -> None:
+        pass
 
 
 def _num_frames(results) -> int:
