@@ -205,6 +205,33 @@ def test_chunked_windowed_run_equals_unchunked(make_model, run, clip20):
         torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-5)
 
 
+def test_history_beyond_its_ram_budget_goes_to_files_with_equal_outputs(make_model, run, clip20):
+    """With history_ram_mb=0 every chunk's history is written to a temporary file between windows
+    and read back: the outputs equal the all-in-RAM run exactly, and the files are removed."""
+    in_ram = make_model(max_queries=5)
+    on_disk = make_model(max_queries=5, history_ram_mb=0.0)
+    stores = []
+    head = on_disk.heads["tracking"]
+    original = head.forward_window
+
+    def spy(features, batch, memory):
+        out, memory = original(features, batch, memory)
+        stores.append((memory.history.bytes_in_ram(), memory.history.bytes_on_disk(), memory.history))
+        return out, memory
+
+    head.forward_window = spy
+    try:
+        a = run(on_disk, clip20["video"], clip20["queries"])
+    finally:
+        del head.forward_window
+    b = run(in_ram, clip20["video"], clip20["queries"])
+    for key in ("tracks", "visibility", "track_depth"):
+        assert torch.equal(a[key], b[key])
+    assert all(ram == 0 for ram, _, _ in stores)
+    assert all(disk > 0 for _, disk, _ in stores[:-1]) and stores[-1][1] == 0  # last window frees
+    assert stores[-1][2]._folder is None
+
+
 def test_query_in_the_middle_is_tracked_both_ways(model, run, clip20):
     queries = clip20["queries"][:, :4].clone()
     queries[0, :, 0] = torch.tensor([0.0, 9.0, 13.0, 19.0])

@@ -72,6 +72,8 @@ class TrackingConfig(BaseModel):
     (sized for small encoders); "official" = 8 heads, mlp_dim 2048 (§3.4; with the `l4p-vitg14`
     encoder this is the released head, width 1408). `heads` / `mlp_dim` override the preset.
     max_queries: (video, query) pairs per decoder call; memory ~ max_queries x L x C.
+    history_ram_mb: MiB of the windowed memory's history tokens (which grow with the number of
+    queries) kept in RAM; the rest goes to temporary files (`HistoryStore`).
     heatmap_resolution: "input" (official) or "map" (cheaper), see the module docstring.
     default_grid: with no queries in the batch, track a default_grid x default_grid grid of points
     on frame 0 (0: queries are required).
@@ -100,6 +102,7 @@ class TrackingConfig(BaseModel):
     downsample_rate: int = Field(2, ge=1, description="cross-attention width divisor")
     out_dim_factor: int = Field(8, ge=1, description="upscaled map width = width // out_dim_factor")
     max_queries: int = Field(64, ge=1)
+    history_ram_mb: float = Field(512.0, ge=0)
     softargmax_temperature: float = Field(1.0, gt=0)
     heatmap_resolution: Literal["input", "map"] = "input"
     default_grid: int = Field(16, ge=0)
@@ -446,7 +449,7 @@ class TrackingHead(TrackingDecoder):
 
         if memory is None or window.index == 0:
             queries = self.prepare_queries(batch, b, num_frames, tokens.device)
-            memory = TrackMemory.begin(queries, self.chunk_size(b))
+            memory = TrackMemory.begin(queries, self.chunk_size(b), int(self.config.history_ram_mb * 2**20))
             carried = empty_outputs(b, queries.shape[1], size, tokens.device)
             keep_now = 0
         else:
@@ -465,7 +468,7 @@ class TrackingHead(TrackingDecoder):
             keep_next = t_slices
 
         matching = self.window_matching(batch)
-        pieces, features_next, labels_next, history_next = [], [], [], []
+        pieces, features_next, labels_next = [], [], []
         for i, sl in enumerate(memory.chunks()):
             q = memory.queries[:, sl]
             valid = valid_frames(q[..., 0], window.start, size)
@@ -491,14 +494,13 @@ class TrackingHead(TrackingDecoder):
                 stored = None if stored is None else stored.detach()
             features_next.append(nf)
             labels_next.append(torch.where(valid_point, torch.ones_like(feat_labels), feat_labels))
-            history_next.append(stored)
+            memory.history[i] = stored  # chunk i's old history was read above
 
         outputs = self._cat(pieces, carried)
         memory.outputs, memory.start = outputs, window.start
         if last:
-            memory.history = [None] * len(memory.history)  # nothing follows: free the history
+            memory.history.clear()  # nothing follows: free the history
         elif features_next:
             memory.features = torch.cat(features_next, dim=1)
             memory.feature_labels = torch.cat(labels_next, dim=1)
-            memory.history = history_next
         return {**outputs, "queries": memory.user_queries}, memory

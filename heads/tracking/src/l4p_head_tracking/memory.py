@@ -22,7 +22,9 @@ its valid frames. Outputs start at 0 for positions and depth and at -10 for the 
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from einops import repeat
@@ -160,6 +162,56 @@ def expand_history(
     return torch.cat([kept, fill], dim=-2)
 
 
+class HistoryStore:
+    """The stored history tokens of every query chunk: in RAM up to `ram_bytes`, then in files.
+
+    Slot i holds chunk i's (B, n, k*h*w, C) tokens or None. A tensor that needs gradients (training
+    through the memory) always stays in RAM; others go to a temporary folder (removed with the
+    store) once the RAM budget is used. Reading a slot returns the tensor exactly as stored.
+    """
+
+    def __init__(self, num_chunks: int, ram_bytes: int):
+        self.ram_bytes = ram_bytes
+        self._slots: list[torch.Tensor | Path | None] = [None] * num_chunks
+        self._folder: tempfile.TemporaryDirectory | None = None
+
+    def __len__(self) -> int:
+        return len(self._slots)
+
+    def __getitem__(self, i: int) -> torch.Tensor | None:
+        slot = self._slots[i]
+        if isinstance(slot, Path):
+            return torch.load(slot, weights_only=True)  # our own file, written by __setitem__
+        return slot
+
+    def __setitem__(self, i: int, tokens: torch.Tensor | None) -> None:
+        self._slots[i] = None
+        if tokens is None:
+            return
+        size = tokens.numel() * tokens.element_size()
+        if tokens.requires_grad or self.bytes_in_ram() + size <= self.ram_bytes:
+            self._slots[i] = tokens
+            return
+        if self._folder is None:
+            self._folder = tempfile.TemporaryDirectory(prefix="l4p-track-history-")
+        path = Path(self._folder.name) / f"chunk{i}.pt"
+        torch.save(tokens.contiguous(), path)
+        self._slots[i] = path
+
+    def bytes_in_ram(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self._slots if isinstance(t, torch.Tensor))
+
+    def bytes_on_disk(self) -> int:
+        return sum(p.stat().st_size for p in self._slots if isinstance(p, Path))
+
+    def clear(self) -> None:
+        """Forget every slot and remove the files."""
+        self._slots = [None] * len(self._slots)
+        if self._folder is not None:
+            self._folder.cleanup()
+            self._folder = None
+
+
 @dataclass
 class TrackMemory:
     """What the tracking head carries from one window to the next (one video batch).
@@ -167,7 +219,7 @@ class TrackMemory:
     user_queries: (B, N, 3) the queries as given (t, x, y) in global frames / pixels.
     queries: (B, N, 3) current anchors; original: (B, N) bool, anchor is still the user's query.
     features: (B, N, C) carried track features (None: all new); feature_labels: (B, N) long.
-    history: per query chunk, (B, n, k*h*w, C) stored history tokens or None.
+    history: per query chunk, (B, n, k*h*w, C) stored history tokens or None (`HistoryStore`).
     outputs: the previous window's outputs (B, N, window frames[, 2]); start: its first frame.
     chunk: queries per decoder call (fixed for the whole video).
     """
@@ -178,13 +230,14 @@ class TrackMemory:
     feature_labels: torch.Tensor
     chunk: int
     features: torch.Tensor | None = None
-    history: list[torch.Tensor | None] = field(default_factory=list)
+    history: HistoryStore = field(default_factory=lambda: HistoryStore(0, 0))
     outputs: dict[str, torch.Tensor] = field(default_factory=dict)
     start: int = 0
 
     @classmethod
-    def begin(cls, queries: torch.Tensor, chunk: int) -> TrackMemory:
-        """Fresh memory for `queries` (B, N, 3): every point new, anchored at its query."""
+    def begin(cls, queries: torch.Tensor, chunk: int, history_ram_bytes: int) -> TrackMemory:
+        """Fresh memory for `queries` (B, N, 3): every point new, anchored at its query; the stored
+        history keeps up to history_ram_bytes in RAM and the rest in temporary files."""
         b, n = queries.shape[:2]
         num_chunks = -(-n // chunk) if n else 0
         return cls(
@@ -193,7 +246,7 @@ class TrackMemory:
             original=torch.ones(b, n, dtype=torch.bool, device=queries.device),
             feature_labels=torch.zeros(b, n, dtype=torch.long, device=queries.device),
             chunk=chunk,
-            history=[None] * num_chunks,
+            history=HistoryStore(num_chunks, history_ram_bytes),
         )
 
     def chunks(self) -> list[slice]:
@@ -202,5 +255,5 @@ class TrackMemory:
         return [slice(i, min(n, i + self.chunk)) for i in range(0, n, self.chunk)]
 
     def history_bytes(self) -> int:
-        """Bytes held by the stored history tokens (N x k*h*w x C per video)."""
-        return sum(h.numel() * h.element_size() for h in self.history if h is not None)
+        """Bytes of the stored history tokens (N x k*h*w x C per video), in RAM and in files."""
+        return self.history.bytes_in_ram() + self.history.bytes_on_disk()
