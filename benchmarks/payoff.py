@@ -8,17 +8,51 @@ matching), the ratio of all-at-once to the sum of the single-task runs, and the 
 multiple of the encoder's. Times are the minimum over --repeats runs after one warm-up.
 
     python benchmarks/payoff.py [--registry registry.yaml] [--size 64x64] [--repeats 3] [--threads N]
+    python benchmarks/payoff.py --full-size [--bf16] [--repeats 1]
+
+--full-size: instead of the shipped model, the full-size L4P architecture with random weights: the
+`l4p-vitg14` encoder and the five L4P tasks (depth, flow, tracking, motion, pose) with their
+official head presets under the "official" profile, on one 16 x 224 x 224 window (issue 22's
+pay-off check: all at once <= 0.4x the sum of the single-task runs). --bf16: under bfloat16
+autocast (fast only on CPUs with bf16 units, see `lscpu`). --encoder PRESET swaps the encoder (a
+small one keeps the check cheap in tests).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import platform
 import time
 
 import torch
 
 from l4p_framework import L4P
+from l4p_framework.encoder import PRESETS, VideoEncoder
+from l4p_framework.plugins import get_plugin_host
+
+L4P_TASKS = ("depth", "flow", "tracking", "motion", "pose")
+"""The five tasks of the L4P paper, each a head with an "official" preset."""
+
+
+def full_size_model(encoder: str = "l4p-vitg14") -> L4P:
+    """`encoder` (random weights) with the L4P tasks' heads at their official presets, "official"
+    profile."""
+    model = L4P(VideoEncoder(PRESETS[encoder]), profile="official")
+    host = get_plugin_host()
+    for name in L4P_TASKS:
+        model.add_head(host.get_head(name), {"preset": "official"})
+    return model.eval()
+
+
+def sub_model(model: L4P, heads: list[str]) -> L4P:
+    """A model of `model`'s encoder and the named heads (the same modules: no copies)."""
+    part = L4P(
+        model.encoder, window_stride=model.window_stride, matching=model.matching, profile=model.profile
+    )
+    for name in heads:
+        part.add_head(model.specs[name], model.configs[name], module=model.heads[name])
+    return part.eval()
 
 
 def best_time(fn, repeats: int) -> float:
@@ -37,11 +71,18 @@ def main() -> None:
     parser.add_argument("--size", default="64x64", help="input frames HxW")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--full-size", action="store_true", help="l4p-vitg14 + official heads, random")
+    parser.add_argument("--encoder", default="l4p-vitg14", help="encoder preset of --full-size")
+    parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.full_size:
+        args.size = "224x224"
+        everything = full_size_model(args.encoder)
+    else:
+        everything = L4P.from_registry(args.registry).eval()
     h, w = (int(x) for x in args.size.split("x"))
-    everything = L4P.from_registry(args.registry).eval()
     frames = everything.encoder.config.num_frames
     video = torch.rand(1, 3, frames, h, w, generator=torch.Generator().manual_seed(0))
     print(
@@ -51,13 +92,15 @@ def main() -> None:
         f"one window: {frames} frames at {h}x{w}, encoder {everything.encoder.config.name}, heads {', '.join(everything.heads)}"
     )
 
-    with torch.no_grad():
+    precision = torch.autocast("cpu", dtype=torch.bfloat16) if args.bf16 else contextlib.nullcontext()
+    print(f"precision: {'bfloat16 autocast' if args.bf16 else 'float32'}")
+    with torch.no_grad(), precision:
         plain = [n for n in everything.heads if not everything.uses_matching(n)][:1]  # no matching
         window = everything.window_batch({"video": video}, plain)["video"]  # letterboxed into the window
         encoder = best_time(lambda: everything.encode(window), args.repeats)
         single = {}
         for name in everything.heads:
-            alone = L4P.from_registry(args.registry, heads=[name]).eval()
+            alone = sub_model(everything, [name])
             single[name] = best_time(lambda alone=alone: alone(video), args.repeats)
         together = best_time(lambda: everything(video), args.repeats)
 
