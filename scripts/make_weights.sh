@@ -20,6 +20,8 @@
 #        PHOTOS=DIR bash scripts/make_weights.sh ...   train on photo-textured synth4d: DIR from
 #            scripts/fetch_photos.py, the training photos of data/photos/split.json, half of the
 #            materials photographs, real-camera effects, pans and dollies
+#        POSE_STEPS=N FLOW_STEPS=N bash scripts/make_weights.sh ...   steps of the pose head (default
+#            3x STAGE2_STEPS) and of the matching flow head (default 2x STAGE2_STEPS)
 #        WORK=DIR INSTALL=0 bash scripts/make_weights.sh ...   work in DIR and leave registry.yaml and
 #            weights/ alone (the result is DIR/registry.yaml with DIR/weights/)
 set -euo pipefail
@@ -70,7 +72,7 @@ for head in $stage2_heads; do
   extra=(steps="$STAGE2")
   [ "$head" != pose ] && extra+=(params.$head.preset=cpu)  # pose: the small preset solved poses better
   # camera motion is learned slowly (val ATE on the previous encoder: 0.209 after 300 steps, 0.171 after 900)
-  [ "$head" = pose ] && extra+=(steps=$((3 * STAGE2)))
+  [ "$head" = pose ] && extra+=(steps="${POSE_STEPS:-$((3 * STAGE2))}")
   # moving pixels are rare: weight them, and give the head twice the steps
   [ "$head" = motion ] && extra+=(params.motion.pos_weight=4 steps=$((2 * STAGE2)))
   $BIN/l4p-train-head --plugin "$head" --registry "$WORK/registry.yaml" "${common[@]}" \
@@ -83,7 +85,7 @@ done
 # (matching=shared), trained fresh on the frozen encoder on 240x320 clips letterboxed into the 64x64
 # window (the flow is decoded and supervised at 240x320, the size `l4p eval --size` reports).
 $BIN/l4p-train-head --plugin flow --registry "$WORK/registry.yaml" "${common[@]}" \
-  params.flow.preset=cpu params.flow.matching=shared steps=$((2 * STAGE2)) lr=1e-3 warmup_steps=30 \
+  params.flow.preset=cpu params.flow.matching=shared steps="${FLOW_STEPS:-$((2 * STAGE2))}" lr=1e-3 warmup_steps=30 \
   data.options.height=240 data.options.width=320
 # Tracking: positions by chaining the shared matching's flow from each query (matching=shared), occluded
 # where the round trip fails; the decoder's visibility and depth are fine-tuned for it on the frozen
