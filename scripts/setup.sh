@@ -15,4 +15,20 @@ for dir in heads/*/ plugins/*/; do
   [ -f "$dir/pyproject.toml" ] && packages+=(-e "$dir")
 done
 $PIP install "${packages[@]}" 2>&1 | grep -v "^WARNING: Location" || true
+# The viewer's browser test (tests/viz/test_viewer_browser.py) drives Debian's chromium + chromium-driver;
+# installed here when missing and apt-get can run (as root), never downloaded by the tests.
+if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing chromium and chromium-driver (apt-get) for the viewer's browser test"
+    if ! { DEBIAN_FRONTEND=noninteractive apt-get update -qq \
+      && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver \
+      >/dev/null; }; then
+      echo "note: apt-get could not install chromium chromium-driver: the browser test will be skipped" \
+        "(or fail where L4P_REQUIRE_BROWSER is set)"
+    fi
+  else
+    echo "note: /usr/bin/chromium or /usr/bin/chromedriver is missing: the viewer's browser test is skipped" \
+      "(fails where L4P_REQUIRE_BROWSER is set); install them with: sudo apt-get install chromium chromium-driver"
+  fi
+fi
 .venv/bin/python -c "import torch, l4p_framework; print(f'l4p {l4p_framework.__version__} ready (torch {torch.__version__})')"

@@ -244,7 +244,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable]]:
     p.add_argument("--json", action="store_true")
     handlers["encoder"] = cmd_encoder
 
-    for module_name in ("demo", "run", "evaluate", "cache", "scaffold", "convert"):
+    for module_name in ("demo", "run", "view", "evaluate", "cache", "scaffold", "convert"):
         try:
             module = __import__(f"{__package__}.{module_name}", fromlist=["register"])
         except ImportError:

@@ -109,6 +109,12 @@ def register(sub) -> dict:
         help="skip preview/ (per head: an MP4 of every frame and a contact sheet PNG)",
     )
     p.add_argument(
+        "--viewer",
+        action="store_true",
+        help="also write viewer.html: the run in 4D in one offline HTML file (points, cameras, tracks, "
+        "frames; within 20 MB; `l4p view` rebuilds it with another --budget-mb)",
+    )
+    p.add_argument(
         "--workers",
         type=int,
         default=1,
@@ -393,6 +399,11 @@ def run_one(model, path: Path, out: Path, args, progress: bool = True) -> None:
                     results, results.meta["arrays"], frames_again, tmp / "preview", results.fps, count
                 )
                 written.append("preview/")
+            if getattr(args, "viewer", False):
+                from ..viz.viewer import build_viewer
+
+                build_viewer(tmp, tmp / "viewer.html", frames=_resized(open_video(path), size), name=out.name)
+                written.append("viewer.html")
     except FileExistsError:  # another run published OUT/NAME/ while this one was computing
         raise L4PError(_exists_message(out)) from None
     except OSError as exc:
