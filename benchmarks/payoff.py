@@ -55,6 +55,30 @@ def sub_model(model: L4P, heads: list[str]) -> L4P:
     return part.eval()
 
 
+def flop_counts(model: L4P, video: torch.Tensor) -> dict[str, float]:
+    """FLOPs of one all-heads run of `video`, per part: "encoder" and each head (torch operations
+    only: OpenCV matching and the pose head's NumPy/OpenCV geometry count as 0)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False, depth=3) as counter:
+        model(video)
+    counts = {name: sum(ops.values()) for name, ops in counter.get_flop_counts().items()}
+
+    def part(prefix: str) -> float:  # the module's count, or its outermost counted submodules'
+        # (heads called through a method, e.g. forward_window, are not counted under their own name)
+        if prefix in counts:
+            return counts[prefix]
+        inside = [k for k in counts if k.startswith(prefix + ".")]
+
+        def outermost(key: str) -> bool:  # no counted ancestor below the prefix
+            pieces, depth = key.split("."), prefix.count(".") + 1
+            return not any(".".join(pieces[:i]) in counts for i in range(depth + 1, len(pieces)))
+
+        return sum(counts[k] for k in inside if outermost(k))
+
+    return {"encoder": part("L4P.encoder"), **{name: part(f"L4P.heads.{name}") for name in model.heads}}
+
+
 def best_time(fn, repeats: int) -> float:
     fn()  # warm-up
     times = []
@@ -103,14 +127,21 @@ def main() -> None:
             alone = sub_model(everything, [name])
             single[name] = best_time(lambda alone=alone: alone(video), args.repeats)
         together = best_time(lambda: everything(video), args.repeats)
+        flops = flop_counts(everything, video)
 
     total = sum(single.values())
-    print(f"\n{'run':28s} {'ms':>9s}")
-    print(f"{'encoder alone':28s} {1000 * encoder:9.1f}")
+    rate = flops["encoder"] / encoder  # FLOP/s the encoder reaches (matrix products)
+    print(f"\nencoder rate: {rate / 1e9:.1f} GFLOP/s; 'predicted' = a part's FLOPs at that rate")
+    print(f"\n{'run':28s} {'ms':>9s} {'GFLOP':>9s} {'predicted ms':>13s}")
+    print(f"{'encoder alone':28s} {1000 * encoder:9.1f} {flops['encoder'] / 1e9:9.2f} {1000 * encoder:13.1f}")
     for name, seconds in single.items():
+        part = 1000 * (seconds - encoder)
         print(
-            f"{name + ' alone (own encoder)':28s} {1000 * seconds:9.1f}   head part ~{1000 * (seconds - encoder):.1f}"
+            f"{name + ' alone (own encoder)':28s} {1000 * seconds:9.1f} {flops[name] / 1e9:9.2f} "
+            f"{1000 * flops[name] / rate:13.1f}   head part ~{part:.1f} ms"
         )
+    head_flops = sum(v for k, v in flops.items() if k != "encoder")
+    print(f"heads' FLOPs / encoder's FLOPs: {head_flops / flops['encoder']:.1f}")
     print(f"{'sum of single-task runs':28s} {1000 * total:9.1f}")
     print(f"{'all heads at once':28s} {1000 * together:9.1f}")
     print(f"\nall at once / sum of single-task runs: {together / total:.2f}")

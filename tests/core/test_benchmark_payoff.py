@@ -35,6 +35,11 @@ def test_full_size_model_has_the_five_tasks_and_single_task_parts_share_it():
         together = model(video)["pose"]
     for key, value in alone.items():
         torch.testing.assert_close(value, together[key])
+    with torch.no_grad():
+        flops = payoff.flop_counts(model, video)
+    assert set(flops) == {"encoder", *model.heads}
+    assert all(count > 0 for count in flops.values()), flops  # heads run through forward_window count too
+    assert flops["depth"] > 100 * flops["encoder"]  # full-resolution DPT heads on a tiny encoder
 
 
 @pytest.mark.slow
