@@ -20,6 +20,9 @@
 #        PHOTOS=DIR bash scripts/make_weights.sh ...   train on photo-textured synth4d: DIR from
 #            scripts/fetch_photos.py, the training photos of data/photos/split.json, half of the
 #            materials photographs, real-camera effects, pans and dollies
+#        MOTION_MORE=N bash scripts/make_weights.sh ...   N more motion steps (lr 5e-4) from the first
+#            2x STAGE2_STEPS (default 0; the l4p-cpu-128 photo model of issue 17 used 1500: val IoU
+#            0.037 after 600 steps, 0.196 after 600 + 1500)
 #        POSE_STEPS=N FLOW_STEPS=N bash scripts/make_weights.sh ...   steps of the pose head (default
 #            3x STAGE2_STEPS) and of the matching flow head (default 2x STAGE2_STEPS)
 #        WORK=DIR INSTALL=0 bash scripts/make_weights.sh ...   work in DIR and leave registry.yaml and
@@ -79,6 +82,14 @@ for head in $stage2_heads; do
     lr=1e-3 warmup_steps=30 "${extra[@]}"
 done
 
+# Motion, continued: moving pixels are rare and the motion loss falls slowly; the first run's weights
+# are trained further at half the learning rate (init_from_registry).
+if [ "${MOTION_MORE:-0}" -gt 0 ] && [ "${ONLY_MATCHING:-0}" != 1 ] && grep -q '"head": "motion"' <<<"$installed"; then
+  $BIN/l4p-train-head --plugin motion --registry "$WORK/registry.yaml" "${common[@]}" \
+    lr=5e-4 warmup_steps=30 params.motion.preset=cpu params.motion.pos_weight=4 init_from_registry=true \
+    steps="${MOTION_MORE}"
+fi
+
 # Flow: the token-only head of stage 1 does not learn to match pixels on this budget (its EPE stays
 # at the zero-flow baseline), so the shipped flow head reads the shared frame matching (OpenCV DIS at
 # the input resolution, `matching:` in the registry) and learns a correction at the input resolution
@@ -92,6 +103,17 @@ $BIN/l4p-train-head --plugin flow --registry "$WORK/registry.yaml" "${common[@]}
 # encoder (64x64 clips: the tracking head's training targets are in model-window pixels).
 $BIN/l4p-train-head --plugin tracking --registry "$WORK/registry.yaml" "${common[@]}" \
   init_from_registry=true params.tracking.matching=shared steps="$STAGE2" lr=5e-4 warmup_steps=20
+
+# Pose at inference: the window SfM on the shared matching, chained at the decoder's step length
+# (README "The default model"); these options change no weight, so they are set after training.
+$BIN/python - "$WORK/registry.yaml" <<'PY'
+import sys
+from l4p_framework.registry import load_registry
+reg = load_registry(sys.argv[1])
+if "pose" in reg.registry.heads:
+    reg.registry.heads["pose"].params.update(matching="shared", chain_scale="same")
+    reg.save()
+PY
 
 if [ "${INSTALL:-1}" = 1 ]; then
   rm -rf weights && mkdir -p weights
