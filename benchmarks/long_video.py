@@ -61,8 +61,7 @@ def main() -> None:
             marginal = "" if previous is None else f"{(seconds - previous[1]) / (n - previous[0]):.4f}"
             print(f"{n:7d} {seconds:8.1f} {seconds / n:8.4f} {marginal:>17s} {peak:8.0f} MB", flush=True)
             previous = (n, seconds)
-            for old in Path(tmp).glob(f"pan{n}.mp4"):
-                old.unlink()
+            video.unlink()
 
 
 if __name__ == "__main__":
