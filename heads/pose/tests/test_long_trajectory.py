@@ -29,11 +29,12 @@ def _path_length(poses: torch.Tensor) -> float:
 
 @pytest.mark.parametrize("clip", [0, 1, 2])
 def test_a_long_moving_camera_keeps_its_scale_and_beats_a_static_camera(shipped_pose, clip):
-    """Held-out synth4d clips whose camera moves throughout. The scale does not drift: with the first
-    window's path as the unit, the whole predicted path is 0.5-2x the true one (the collapse of issue
-    20 gave ~0). ATE, RPE-trans and RPE-rot are below a static camera's. After the evaluation's Sim(3)
-    alignment (evo's Umeyama) the path is 0.39-0.76x the true one on these clips: the alignment shrinks
-    a path whose direction wanders (step directions off by 7-9 deg, the DIS matches' limit)."""
+    """Held-out synth4d clips whose camera moves throughout (a sinusoid per axis: it goes back and forth
+    inside the room, so a wandering estimate drifts away from a path that returns). After the
+    evaluation's Sim(3) alignment (evo's Umeyama) the predicted path is 0.5-2x the true one (measured
+    0.81 / 0.92 / 0.60 on clips 0-2; 0.39-0.76 with one two-view start per window, whose mirror
+    solutions sent whole windows 130 deg off), and with the first window's path as the unit too (the
+    collapse of issue 20 gave ~0). ATE, RPE-trans and RPE-rot are below a static camera's."""
     from l4p_framework.data.synth4d.dataset import Synth4D
     from l4p_framework.metrics.pose import pose_metrics
 
@@ -45,7 +46,7 @@ def test_a_long_moving_camera_keeps_its_scale_and_beats_a_static_camera(shipped_
     static = pose_metrics(torch.eye(4, dtype=torch.float64).expand_as(truth)[None].clone(), truth[None])
     first_window_unit = _path_length(truth[:16]) / _path_length(poses[:16])
     assert 0.5 <= _path_length(poses) * first_window_unit / _path_length(truth) <= 2.0
-    assert 0.3 <= _path_length(poses) * metrics["sim3_scale"] / _path_length(truth) <= 2.0
+    assert 0.5 <= _path_length(poses) * metrics["sim3_scale"] / _path_length(truth) <= 2.0
     assert metrics["ate"] < 0.9 * static["ate"], (metrics["ate"], static["ate"])
     assert metrics["rpe_trans_rmse"] < static["rpe_trans_rmse"]
     assert metrics["rpe_rot_rmse_deg"] < static["rpe_rot_rmse_deg"]

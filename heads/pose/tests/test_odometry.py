@@ -181,3 +181,44 @@ def test_frames_too_small_to_calibrate_keep_the_given_focal_length():
     start[..., :2, :2] *= 1.3
     _, _, K_used = window_motion(small, start, calibrate=True)
     assert torch.equal(K_used, start)
+
+
+def _projected_tracks(centres: np.ndarray, yaw_deg: np.ndarray, noise_px: float, seed: int = 0):
+    """Tracks (P, T, 2) of random points 2-6 units in front of a camera at centres (T, 3) turned by
+    yaw_deg (T,) about its vertical axis (frame 0 at the origin, unturned), with Gaussian pixel noise;
+    returns tracks, seen (P, T) and the true camera-to-frame-0 poses (T, 4, 4)."""
+    rng = np.random.default_rng(seed)
+    K_np = K.numpy()
+    pixels = rng.uniform([5, 5], [W - 5, H - 5], (600, 2))
+    X = rng.uniform(2, 6, (600, 1)) * (np.concatenate([pixels, np.ones((600, 1))], 1) @ np.linalg.inv(K_np).T)
+    poses = np.tile(np.eye(4), (len(centres), 1, 1))
+    poses[:, :3, :3] = np.stack([rot_y(float(a)).double().numpy() for a in yaw_deg])
+    poses[:, :3, 3] = centres
+    world_to_camera = np.linalg.inv(poses)
+    camera = np.einsum("tij,pj->pti", world_to_camera[:, :3, :3], X) + world_to_camera[None, :, :3, 3]
+    uv = np.einsum("ij,ptj->pti", K_np, camera)
+    tracks = uv[..., :2] / uv[..., 2:] + rng.normal(0, noise_px, (600, len(centres), 2))
+    tracks[:, 0] = pixels
+    return tracks, np.ones(tracks.shape[:2], dtype=bool), poses
+
+
+def test_a_camera_that_steps_aside_and_back_is_no_pan_and_keeps_its_direction():
+    """The camera moves 0.3 units sideways and returns by the window's last frame while turning a
+    little: frame 0 and the last frame alone look like a pan (the old single-reference fit returned no
+    translation at all). The multi-reference fit recovers the sideways path, to within 10 deg."""
+    from l4p_head_pose.odometry import _window_fit
+
+    t = np.arange(16)
+    centres = np.stack([0.3 * np.sin(np.pi * t / 15), 0.02 * t / 15, 0 * t], -1)
+    tracks, seen, truth = _projected_tracks(centres, 1.5 * t / 15, noise_px=0.2)
+    poses = _window_fit(tracks, seen, np.broadcast_to(K.numpy(), (16, 3, 3)))
+    assert poses is not None
+    middle = poses[4:12, :3, 3]
+    cos = (
+        (middle * truth[4:12, :3, 3]).sum(-1)
+        / np.linalg.norm(middle, axis=-1)
+        / np.linalg.norm(truth[4:12, :3, 3], axis=-1)
+    )
+    assert cos.min() > math.cos(math.radians(10)), cos
+    for f in range(16):
+        assert angle_deg(torch.from_numpy(poses[f, :3, :3].T @ truth[f, :3, :3])) < 0.3, f

@@ -3,9 +3,10 @@
 Two-view and few-view geometry with OpenCV on the matching's flow at the input resolution, points
 where the flow passes the round trip and the texture is confident:
 - `window_motion` (used first): grid points of the window's first frame tracked through it, the focal
-  length optionally self-calibrated on them, the last frame as reference (a homography when a
-  rotation alone explains it, else the essential matrix and triangulated points) and every frame's
-  pose by PnP on those points. One wide baseline instead of many 1-pixel ones: on 240x320 synth4d
+  length optionally self-calibrated on them; a homography per frame when one explains the window
+  (a pan), else several two-view starts (essential matrix of frame 0 and a reference frame,
+  triangulated points, every frame's pose by PnP on them), each refined on all frames, and the one
+  that reprojects the tracks best wins. One wide baseline instead of many 1-pixel ones: on 240x320 synth4d
   the rotation error after 15 frames is 0.1-0.6 deg instead of 0.5-1.8 deg chained frame to frame.
 - `pair_motion` (the fallback where the window fit fails): each pair (t-1, t) alone, a rotation-only
   homography when it leaves a median parallax below `ROTATION_ONLY_PARALLAX` pixels, else the
@@ -32,8 +33,17 @@ ROTATION_ONLY_PARALLAX = 0.3
 MIN_INLIERS = 0.5
 """Fraction of the points the essential matrix must explain for the pair to count."""
 CONSISTENT_PIXELS = 1.5
-"""A triangulated point whose reprojection misses its track by more in any frame of the window is
-dropped (it moves in the scene, or its track slipped) before the final fit."""
+"""A triangulated point whose reprojection misses its track by more (or by twice the median miss, if
+larger) in any frame of the window is left out of the refined poses (it moves in the scene, or its
+track slipped)."""
+REFERENCE_FRACTIONS = (0.33, 0.5, 0.67, 0.83, 1.0)
+"""Where in the window (fractions of its usable frames) the two-view starts of `_window_fit` take their
+reference frame."""
+FIT_POINTS = 1000
+"""At most this many tracks (evenly spread) enter the window fit: its five hypotheses cost time in
+proportion."""
+REFINE_ROUNDS = 3
+"""Resection-intersection rounds (`_refine`) of the winning hypothesis; the others get one."""
 MAX_STEP_DEG = 10.0
 """Larger rotations between consecutive frames are taken as a failed fit (the decoder's motion stays)."""
 
@@ -283,28 +293,77 @@ def self_calibrate(tracks: np.ndarray, seen: np.ndarray, K: np.ndarray, size: tu
 
 
 def _window_fit(tracks: np.ndarray, seen: np.ndarray, K: np.ndarray) -> np.ndarray | None:
-    """Poses (T, 4, 4) camera-to-frame-0 of one window from tracks (P, T, 2) pixels seen (P, T), or None."""
+    """Poses (T, 4, 4) camera-to-frame-0 of one window from tracks (P, T, 2) pixels seen (P, T), or None.
+
+    A pan (a homography explains frame 0 and each reference frame: `_homography_explains`) gets every
+    frame's rotation from its homography to frame 0. Otherwise each frame at `REFERENCE_FRACTIONS` of the
+    window is tried as the reference of a two-view start (`_reference_fit`): one pair can land in the
+    mirror solution of the rotation-translation ambiguity (a sideways step taken for a turn the other
+    way: 130 deg off on 240x320 synth4d windows) where another pair does not, and the window's tracks
+    tell them apart. Every hypothesis is polished by `_refine`; the one whose multi-view triangulation
+    reprojects the tracks seen in at least 3 frames with the smallest median error wins.
+    """
+    if len(seen) > FIT_POINTS:  # evenly spread over the grid
+        subset = np.linspace(0, len(seen) - 1, FIT_POINTS).round().astype(int)
+        tracks, seen = tracks[subset], seen[subset]
+    t = seen.shape[1]
+    usable = [f for f in range(1, t) if seen[:, f].sum() >= MIN_POINTS]
+    if not usable:
+        return None
+    references = sorted(
+        {usable[min(len(usable) - 1, round(q * len(usable)) - 1)] for q in REFERENCE_FRACTIONS}
+    )
+    if all(_homography_explains(tracks[seen[:, r], 0], tracks[seen[:, r], r]) for r in references):
+        return _pan_fit(tracks, seen, K)  # (a camera that steps aside and back is no pan)
+    hypotheses = [p for p in (_reference_fit(tracks, seen, K, r) for r in references) if p is not None]
+    if not hypotheses:
+        return None
+    long = seen.sum(1) >= 3  # two views fit any point: only longer tracks can tell hypotheses apart
+    tracks, seen = tracks[long], seen[long]
+    hypotheses = [_refine(tracks, seen, K, p, rounds=1) for p in hypotheses]
+    errors = [np.median(_multiview_errors(tracks, seen, K, p)[seen]) for p in hypotheses]
+    return _refine(tracks, seen, K, hypotheses[int(np.argmin(errors))], rounds=REFINE_ROUNDS - 1)
+
+
+def _homography_explains(before: np.ndarray, now: np.ndarray) -> bool:
+    """Whether one homography (RANSAC) moves points before (P, 2) to now (P, 2) within a median of
+    `ROTATION_ONLY_PARALLAX` pixels: no parallax, a rotation (or a planar scene). Unlike
+    `_rotation_only` it needs no K, so a focal length off by 10 % does not turn a pan into a translation."""
     import cv2
 
-    t = seen.shape[1]
-    reference = next((f for f in range(t - 1, 0, -1) if seen[:, f].sum() >= MIN_POINTS), None)
-    if reference is None:
-        return None
-    poses = np.tile(np.eye(4), (t, 1, 1))
+    H, _ = cv2.findHomography(before, now, cv2.RANSAC, 1.0)
+    if H is None:
+        return False
+    moved = np.concatenate([before, np.ones((len(before), 1))], -1) @ H.T
+    return (
+        float(np.median(np.linalg.norm(moved[:, :2] / moved[:, 2:3] - now, axis=-1))) < ROTATION_ONLY_PARALLAX
+    )
+
+
+def _pan_fit(tracks: np.ndarray, seen: np.ndarray, K: np.ndarray) -> np.ndarray | None:
+    """Rotation-only poses (T, 4, 4): each frame's rotation from its homography to frame 0, or None."""
+    import cv2
+
+    poses = np.tile(np.eye(4), (seen.shape[1], 1, 1))
+    for f in range(1, seen.shape[1]):
+        keep = seen[:, f]
+        if keep.sum() < MIN_POINTS:
+            return None
+        H = cv2.findHomography(tracks[keep, 0], tracks[keep, f], cv2.RANSAC, 1.0)[0]
+        if H is None:
+            return None
+        poses[f, :3, :3] = _nearest_rotation(np.linalg.inv(K[f]) @ H @ K[0]).T
+    return poses
+
+
+def _reference_fit(tracks: np.ndarray, seen: np.ndarray, K: np.ndarray, reference: int) -> np.ndarray | None:
+    """Poses (T, 4, 4) camera-to-frame-0 from the essential matrix of (0, reference), its triangulated
+    points and PnP of every other frame on them; translations at the pair's unit baseline. None when
+    the fit fails or explains fewer than MIN_INLIERS of the points."""
+    import cv2
+
     keep = seen[:, reference]
     a, c = tracks[keep, 0], tracks[keep, reference]
-    if _rotation_only(a, c, K[0]) is not None:  # every frame's rotation from its homography to frame 0
-        for f in range(1, t):
-            keep = seen[:, f]
-            H = (
-                cv2.findHomography(tracks[keep, 0], tracks[keep, f], cv2.RANSAC, 1.0)[0]
-                if keep.sum() >= MIN_POINTS
-                else None
-            )
-            if H is None:
-                return None
-            poses[f, :3, :3] = _nearest_rotation(np.linalg.inv(K[f]) @ H @ K[0]).T
-        return poses
     try:
         E, inliers = cv2.findEssentialMat(a, c, K[0], method=cv2.RANSAC, prob=0.999, threshold=1.0)
     except cv2.error:
@@ -318,19 +377,58 @@ def _window_fit(tracks: np.ndarray, seen: np.ndarray, K: np.ndarray) -> np.ndarr
     good = (inliers[:, 0] > 0) & (depth0 > 0) & (depth1 > 0) & (depth0 < 50 * np.median(np.abs(depth0)))
     if good.sum() < MIN_POINTS:
         return None
-    index, X = np.flatnonzero(keep)[good], X[good]
+    index = np.flatnonzero(keep)[good]
     start = (cv2.Rodrigues(rot)[0], trans.copy())
-    poses = _poses_by_pnp(X, tracks[index], seen[index], K, reference, start, ransac=True)
-    if poses is None:
-        return None
-    # Points that move in the scene fit two views but not the whole window: drop them and fit again.
-    errors = _reprojection_errors(X, tracks[index], seen[index], K, poses)
-    consistent = errors.max(1) < CONSISTENT_PIXELS
-    if consistent.sum() < MIN_POINTS:
-        return poses
-    poses = _poses_by_pnp(
-        X[consistent], tracks[index[consistent]], seen[index[consistent]], K, reference, start, False
-    )
+    return _poses_by_pnp(X[good], tracks[index], seen[index], K, reference, start, ransac=True)
+
+
+def _multiview_errors(tracks: np.ndarray, seen: np.ndarray, K: np.ndarray, poses: np.ndarray) -> np.ndarray:
+    """Reprojection errors (P, T) pixels (0 where not seen) of every track triangulated from all the
+    frames that see it (linear DLT) with poses (T, 4, 4) camera-to-frame-0 and K (T, 3, 3)."""
+    return _reprojection_errors(_triangulate(tracks, seen, K, poses), tracks, seen, K, poses)
+
+
+def _triangulate(tracks: np.ndarray, seen: np.ndarray, K: np.ndarray, poses: np.ndarray) -> np.ndarray:
+    """Points (P, 3) in frame-0 camera coordinates from tracks (P, T, 2) pixels seen (P, T) in cameras
+    poses (T, 4, 4) camera-to-frame-0 with K (T, 3, 3): the linear multi-view DLT of every track in
+    normalised image coordinates (the eigenvector of the smallest eigenvalue of A^T A, A its 2 rows
+    per seen frame; points seen once come out arbitrary)."""
+    pixels = np.concatenate([tracks, np.ones_like(tracks[..., :1])], -1)[..., None]  # (P, T, 3, 1)
+    rays = (np.linalg.inv(K) @ pixels)[..., 0]  # (P, T, 3)
+    world_to_camera = np.linalg.inv(poses)[:, :3]  # (T, 3, 4)
+    rows = rays[..., :2, None] * world_to_camera[None, :, 2:3] - world_to_camera[None, :, :2]  # (P, T, 2, 4)
+    rows = rearrange(rows * seen[..., None, None], "p t two four -> p (t two) four")
+    X = np.linalg.eigh(rows.transpose(0, 2, 1) @ rows)[1][..., 0]  # (P, 4), eigenvalues ascending
+    return X[:, :3] / np.where(np.abs(X[:, 3:]) > 1e-12, X[:, 3:], 1e-12)
+
+
+def _refine(
+    tracks: np.ndarray, seen: np.ndarray, K: np.ndarray, poses: np.ndarray, rounds: int
+) -> np.ndarray:
+    """`rounds` of resection-intersection: triangulate every track from all its frames, keep the
+    tracks that reproject within max(CONSISTENT_PIXELS, twice the median error) in every frame (points
+    that move in the scene fit two views but not the whole window), and re-solve each frame's pose by
+    PnP on them, warm-started. Frames with too few such points keep their pose."""
+    import cv2
+
+    for _ in range(rounds):
+        X = _triangulate(tracks, seen, K, poses)
+        errors = _reprojection_errors(X, tracks, seen, K, poses)
+        consistent = errors.max(1) < max(CONSISTENT_PIXELS, 2 * float(np.median(errors[seen])))
+        refined = poses.copy()
+        for f in range(1, seen.shape[1]):
+            visible = consistent & seen[:, f]
+            if visible.sum() < MIN_POINTS:
+                continue
+            world_to_camera = np.linalg.inv(poses[f])
+            rvec, tvec = cv2.Rodrigues(world_to_camera[:3, :3])[0], world_to_camera[:3, 3:].copy()
+            found, rvec, tvec = cv2.solvePnP(
+                X[visible], tracks[visible, f], K[f], None, rvec, tvec, True, flags=cv2.SOLVEPNP_ITERATIVE
+            )
+            if found:
+                rot_f = cv2.Rodrigues(rvec)[0]
+                refined[f, :3, :3], refined[f, :3, 3] = rot_f.T, -rot_f.T @ tvec[:, 0]
+        poses = refined
     return poses
 
 
