@@ -313,27 +313,7 @@ class L4P(nn.Module):
         self, name: str, outputs: dict[str, torch.Tensor], transform: FrameTransform
     ) -> dict[str, torch.Tensor]:
         """One window's outputs of head `name` from model-window pixels to input pixels."""
-        if transform.in_size == transform.out_size:
-            return outputs
-        kinds = {o.name: o.resolved_kind for o in self.specs[name].outputs}
-        model_size = tuple(transform.out_size)
-        mapped = {}
-        for key, v in outputs.items():
-            kind = kinds.get(key, "other")
-            if kind == "map" and tuple(v.shape[-2:]) == model_size:
-                v = transform.invert_map(v)
-            elif kind == "flow" and tuple(v.shape[-2:]) == model_size:
-                v = rearrange(
-                    transform.invert_flow(rearrange(v, "b c t h w -> b t c h w")), "b t c h w -> b c t h w"
-                )
-            elif kind == "points":
-                v = transform.map_points_back(v)
-            elif kind == "queries":
-                v = torch.cat((v[..., :1], transform.map_points_back(v[..., 1:])), dim=-1)
-            elif kind == "intrinsics":
-                v = transform.invert_intrinsics(v)
-            mapped[key] = v
-        return mapped
+        return outputs_to_input_pixels(self.specs[name], outputs, transform)
 
     def _time_dims(self, name: str) -> dict[str, int | None]:
         """Output name -> index of its time axis (None when it has none), from head `name`'s spec."""
@@ -522,6 +502,36 @@ def _per_frame_intrinsics(intrinsics: torch.Tensor | None, b: int, t: int) -> to
     if intrinsics.shape[1] != t:
         raise InputError(f"intrinsics has {intrinsics.shape[1]} frames, the video {t}")
     return intrinsics
+
+
+def outputs_to_input_pixels(
+    spec: HeadSpec, outputs: dict[str, torch.Tensor], transform: FrameTransform
+) -> dict[str, torch.Tensor]:
+    """One window's outputs of the head of `spec` from model-window pixels to input pixels, by each
+    output's kind: dense maps and flow still at the model window's size are resampled to the input
+    grid (`FrameTransform.invert_map` / `invert_flow`), points and queries moved back, intrinsics
+    inverted; anything else (and everything when the transform is the identity) is kept."""
+    if transform.in_size == transform.out_size:
+        return outputs
+    kinds = {o.name: o.resolved_kind for o in spec.outputs}
+    model_size = tuple(transform.out_size)
+    mapped = {}
+    for key, v in outputs.items():
+        kind = kinds.get(key, "other")
+        if kind == "map" and tuple(v.shape[-2:]) == model_size:
+            v = transform.invert_map(v)
+        elif kind == "flow" and tuple(v.shape[-2:]) == model_size:
+            v = rearrange(
+                transform.invert_flow(rearrange(v, "b c t h w -> b t c h w")), "b t c h w -> b c t h w"
+            )
+        elif kind == "points":
+            v = transform.map_points_back(v)
+        elif kind == "queries":
+            v = torch.cat((v[..., :1], transform.map_points_back(v[..., 1:])), dim=-1)
+        elif kind == "intrinsics":
+            v = transform.invert_intrinsics(v)
+        mapped[key] = v
+    return mapped
 
 
 __all__ = ["L4P", "Window", "compose", "encoder_from_registry", "time_dim"]

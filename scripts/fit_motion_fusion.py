@@ -11,7 +11,8 @@ bias) of logit = w_decoder * decoder logit + sum_g w_g * log(1 + residual_g) + b
 regression (L-BFGS on the mean BCE of every 4th pixel in both directions). A calibrated
 probability under-marks a weak mask at p > 0.5, so the bias is then moved (in steps of 0.25, at
 most +2) to the best mean foreground IoU over the *validation* clips (a third as many per kind).
-Prints the weights to put into the registry and the validation IoU of the decoder alone and fused.
+Prints the weights (with --write also sets them, `matching: shared` and the gaps in the registry) and
+the validation IoU of the decoder alone and fused.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from l4p_head_motion.geometry import rigid_residual
 
-from l4p_framework import L4P
+from l4p_framework import L4P, load_registry
 from l4p_framework.cli.common import REPO_REGISTRY
 from l4p_framework.data.synth4d.dataset import Synth4D
 from l4p_framework.matching import compute_matches
@@ -59,6 +60,7 @@ def main() -> None:
     parser.add_argument("--clips", type=int, default=24, help="training clips per kind (procedural, photo)")
     parser.add_argument("--gaps", default="2,4", help="MotionConfig.residual_gaps, comma-separated")
     parser.add_argument("--registry", default=str(REPO_REGISTRY))
+    parser.add_argument("--write", action="store_true", help="set the motion head's params in --registry")
     args = parser.parse_args()
     gaps = tuple(int(g) for g in args.gaps.split(","))
     model = L4P.from_registry(
@@ -100,6 +102,13 @@ def main() -> None:
     for name, (xv, yv) in val.items():
         fused = iou(xv @ torch.tensor(fusion, dtype=torch.float64), yv)
         print(f"val {name}: IoU decoder alone {iou(xv[:, 0], yv):.3f}, fused {fused:.3f}")
+    if args.write:
+        registry = load_registry(args.registry)
+        registry.registry.heads["motion"].params.update(
+            matching="shared", fusion=fusion, residual_gaps=list(gaps)
+        )
+        registry.save()
+        print(f"wrote the motion head's matching, fusion and residual_gaps into {args.registry}")
 
 
 if __name__ == "__main__":

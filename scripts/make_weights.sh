@@ -27,6 +27,11 @@
 #            3x STAGE2_STEPS) and of the matching flow head (default 2x STAGE2_STEPS)
 #        WORK=DIR INSTALL=0 bash scripts/make_weights.sh ...   work in DIR and leave registry.yaml and
 #            weights/ alone (the result is DIR/registry.yaml with DIR/weights/)
+#        FINETUNE_PHOTOS=DIR bash scripts/make_weights.sh ...   then fine-tune the depth (2 x 600 steps)
+#            and normals (500) heads on the frozen encoder on 240x320 clips letterboxed into the window,
+#            half photo-textured (DIR from scripts/fetch_photos.py, training photos only), and fit the
+#            motion head's fusion with the shared matching (scripts/fit_motion_fusion.py --write);
+#            ONLY_FINETUNE=1 does just that on the model already in $WORK
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STAGE1=${1:-1000}
@@ -35,7 +40,10 @@ BIN=.venv/bin
 WORK=${WORK:-runs/default-model}
 PRESET=${PRESET:-l4p-cpu-small}
 resume=()
-if [ "${ONLY_MATCHING:-0}" = 1 ]; then
+if [ "${ONLY_FINETUNE:-0}" = 1 ]; then
+  [ -f "$WORK/registry.yaml" ] || { echo "ONLY_FINETUNE=1 needs a model in $WORK" >&2; exit 2; }
+  echo "ONLY_FINETUNE=1: fine-tuning the model in $WORK"
+elif [ "${ONLY_MATCHING:-0}" = 1 ]; then
   SKIP_STAGE1=1
   echo "ONLY_MATCHING=1: reusing stage 1 and motion/pose/normals in $WORK"
 elif [ "${SKIP_STAGE1:-0}" = 1 ]; then
@@ -61,6 +69,7 @@ if [ -n "${PHOTOS:-}" ]; then
 fi
 start=$(date +%s)
 
+if [ "${ONLY_FINETUNE:-0}" != 1 ]; then
 [ "${SKIP_STAGE1:-0}" = 1 ] || $BIN/l4p-train --heads depth,flow,tracking --registry "$WORK/registry.yaml" "${resume[@]}" "${common[@]}" \
   train_encoder=true steps="$STAGE1" lr=1e-3 encoder_lr=5e-4 warmup_steps=50 \
   params.depth.preset=cpu params.flow.preset=cpu params.tracking.max_queries=64
@@ -103,6 +112,27 @@ $BIN/l4p-train-head --plugin flow --registry "$WORK/registry.yaml" "${common[@]}
 # encoder (64x64 clips: the tracking head's training targets are in model-window pixels).
 $BIN/l4p-train-head --plugin tracking --registry "$WORK/registry.yaml" "${common[@]}" \
   init_from_registry=true params.tracking.matching=shared steps="$STAGE2" lr=5e-4 warmup_steps=20
+
+fi  # ONLY_FINETUNE
+
+# Real-photograph fine-tune (issue 17): depth and normals on letterboxed 240x320 clips, half of them
+# photo-textured (the trainer maps the window's output back to the clip's grid for the loss), and
+# the motion head's fusion of its decoder with the rigid-motion residual of the shared matching.
+if [ -n "${FINETUNE_PHOTOS:-}" ]; then
+  [ -d "$FINETUNE_PHOTOS" ] || { echo "FINETUNE_PHOTOS=$FINETUNE_PHOTOS is not a folder" >&2; exit 2; }
+  photo=(data.options.textures="$FINETUNE_PHOTOS" data.options.photo_split=data/photos/split.json
+    data.options.texture_mix=0.5 data.options.camera_effects=true data.options.camera_motion=mixed
+    data.options.height=240 data.options.width=320 data.options.num_queries=0 init_from_registry=true
+    warmup_steps=30)
+  # head:steps:lr:seed, in this order (the shipped depth head: 600 steps at 3e-4, then 600 at 1.5e-4)
+  for run in depth:600:3e-4:0 normals:500:3e-4:0 depth:600:1.5e-4:1; do
+    IFS=: read -r head steps lr seed <<<"$run"
+    grep -q "^  $head:" "$WORK/registry.yaml" || { echo "skipping $head: not in $WORK/registry.yaml"; continue; }
+    $BIN/l4p-train-head --plugin "$head" --registry "$WORK/registry.yaml" "${common[@]}" "${photo[@]}" \
+      params.$head.preset=cpu steps="$steps" lr="$lr" seed="$seed"
+  done
+  $BIN/python scripts/fit_motion_fusion.py --photos "$FINETUNE_PHOTOS" --registry "$WORK/registry.yaml" --write
+fi
 
 # Pose at inference: the window SfM on the shared matching, chained at the decoder's step length
 # (README "The default model"); these options change no weight, so they are set after training.

@@ -33,7 +33,7 @@ from pydantic import BaseModel
 from torch import nn
 
 from ..checkpoints import STORAGE_DTYPES, head_seed, load_head, round_weights, save_head
-from ..compose import L4P, encoder_from_registry
+from ..compose import L4P, encoder_from_registry, outputs_to_input_pixels
 from ..config import validate
 from ..errors import ConfigError, L4PError, RegistryError
 from ..features import TokenFeatures
@@ -157,6 +157,7 @@ class TrainStep(nn.Module):
             for name, module in self.heads.items():
                 with head_rng(self.rng_seed(name, step, micro), self.device):
                     outputs = module(features.select(self.head_layers[name]), batch)
+                    outputs = _at_clip_resolution(self.specs[name], outputs, batch)
                     losses = self.specs[name].loss(outputs, batch, self.configs[name])
                 loss = losses["loss"].float()
                 weight = self.loss_weights.get(name, 1.0)
@@ -167,6 +168,14 @@ class TrainStep(nn.Module):
                     k: v.detach().float() for k, v in losses.items() if isinstance(v, torch.Tensor)
                 }
         return total, terms
+
+
+def _at_clip_resolution(spec: HeadSpec, outputs: dict[str, Any], batch: dict[str, Any]) -> dict[str, Any]:
+    """A head's outputs at the training clip's resolution, where its targets are: outputs still on the
+    model window's grid are mapped back through the window batch's letterbox (`outputs_to_input_pixels`,
+    as `L4P.stream` does), so any head can train on clips larger than the encoder's window."""
+    transform = batch.get("transform")
+    return outputs_to_input_pixels(spec, outputs, transform) if transform is not None else outputs
 
 
 class Trainer:
@@ -386,9 +395,9 @@ class Trainer:
         """(features or None when the encoder trains, batch) on the device.
 
         The batch is the window batch `L4P.stream` gives heads (`prepare_window`): clips larger than
-        the encoder's window are fitted into it (targets stay at the clip's resolution, which only
-        heads that decode at the input resolution, such as those reading the shared matching,
-        support), and the shared frame matching is computed when a trained head reads it.
+        the encoder's window are fitted into it (targets stay at the clip's resolution; the heads'
+        outputs are mapped back to it before the loss, `_at_clip_resolution`), and the shared frame
+        matching is computed when a trained head reads it.
         """
         if cached:
             features, batch = item
@@ -530,6 +539,7 @@ class Trainer:
                         autocast(self.device, c.precision),
                     ):
                         out = self.model.heads[n](features.select(self.layers[n]), batch)
+                        out = _at_clip_resolution(self.specs[n], out, batch)
                         loss = self.specs[n].loss(out, batch, self.head_configs[n])["loss"]
                     out = {
                         k: v.float() if torch.is_tensor(v) and v.is_floating_point() else v

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -273,3 +274,26 @@ def test_failed_checkpoint_write_keeps_the_previous_checkpoint_and_resume_works(
     monkeypatch.setattr(st, "save_file", real)
     result = train(_config(host, registry, "steps=6", "checkpoint_every=2", "resume=true"), host=host)
     assert load_state(checkpoint)["step"] == 6 and result.heads["toya"].sha256
+
+
+def test_a_model_window_head_trains_on_clips_larger_than_the_window(registry, host):
+    """Clips of 48x80 (letterboxed into the tiny encoder's 64x64 window): the depth head decodes on the
+    window's grid, the trainer maps its output back to the clip's grid, where the targets are (as
+    `L4P.stream` does at inference), so the loss is computed and falls instead of a shape error."""
+    pytest.importorskip("l4p_head_depth")
+    config = _config(
+        host,
+        registry,
+        "data.options.height=48",
+        "data.options.width=80",
+        "steps=30",
+        "lr=3e-3",
+        "update_registry=false",
+        "weights=" + str(registry.parent / "depth.st"),
+        plugin="depth",
+    )
+    result = train(config, host=host)
+    records = [json.loads(line) for line in result.log_file.read_text().splitlines()]
+    losses = [r["loss"] for r in records if "loss" in r and "eval" not in r]
+    assert len(losses) >= 3 and math.isfinite(losses[-1]) and min(losses[-2:]) < losses[0], losses
+    assert math.isfinite(result.heads["depth"].metrics["abs_rel"])
