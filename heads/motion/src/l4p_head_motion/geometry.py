@@ -4,8 +4,9 @@ Each frame's pixels are followed `gap` frames back (forward for the window's fir
 the shared matching's flow; a RANSAC fit over a grid of confident points gives the dominant motion
 between the two frames: a homography when it explains them (a pan, a still camera, a far scene),
 else the fundamental matrix. The residual of every pixel is its transfer error to the homography or
-its Sampson distance to the epipolar geometry, in pixels, box-averaged: static scene points sit near
-0, points of objects that move in the world do not (unless they move along their epipolar line).
+its Sampson distance to the epipolar geometry, box-averaged and given in thousandths of the frame
+diagonal: static scene points sit near 0, points of objects that move in the world do not (unless
+they move along their epipolar line). Everything runs on a grid of at most `WORK_PIXELS` cells.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ FIT_POINTS = 1000
 CONFIDENCE = 0.2
 """Texture confidence (`MatchFeatures.confidence`) a fit point needs."""
 HOMOGRAPHY_PIXELS = 0.3
-"""A homography whose median transfer error is below this (pixels) explains the pair."""
+"""A homography whose median transfer error is below this (working-grid cells) explains the pair."""
 MIN_POINTS = 16
 """Pairs with fewer confident points get a zero residual (no evidence)."""
 
