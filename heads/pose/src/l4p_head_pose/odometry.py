@@ -379,7 +379,7 @@ def _reference_fit(tracks: np.ndarray, seen: np.ndarray, K: np.ndarray, referenc
         return None
     index = np.flatnonzero(keep)[good]
     start = (cv2.Rodrigues(rot)[0], trans.copy())
-    return _poses_by_pnp(X[good], tracks[index], seen[index], K, reference, start, ransac=True)
+    return _poses_by_pnp(X[good], tracks[index], seen[index], K, reference, start)
 
 
 def _multiview_errors(tracks: np.ndarray, seen: np.ndarray, K: np.ndarray, poses: np.ndarray) -> np.ndarray:
@@ -439,10 +439,9 @@ def _poses_by_pnp(
     K: np.ndarray,
     reference: int,
     start: tuple,
-    ransac: bool,
 ) -> np.ndarray | None:
     """Camera-to-frame-0 poses (T, 4, 4) of points X (P, 3) (frame-0 camera coordinates) seen at tracks
-    (P, T, 2) where seen (P, T), by PnP frame after frame from the reference outwards (each frame warm-
+    (P, T, 2) where seen (P, T), by RANSAC PnP frame after frame from the reference outwards (each frame warm-
     started at its neighbour, starting from start = (rvec, tvec) of the reference); None if one fails."""
     import cv2
 
@@ -458,13 +457,12 @@ def _poses_by_pnp(
         visible = seen[:, f]
         if visible.sum() < 6:
             return None
-        args = (X[visible], tracks[visible, f], K[f], None, rvec.copy(), tvec.copy(), True)
-        if ransac:
-            found, rvec, tvec, _ = cv2.solvePnPRansac(
-                *args, iterationsCount=100, reprojectionError=2.0, flags=cv2.SOLVEPNP_ITERATIVE
-            )
-        else:
-            found, rvec, tvec = cv2.solvePnP(*args, flags=cv2.SOLVEPNP_ITERATIVE)
+        found, rvec, tvec, _ = cv2.solvePnPRansac(
+            *(X[visible], tracks[visible, f], K[f], None, rvec.copy(), tvec.copy(), True),
+            iterationsCount=100,
+            reprojectionError=2.0,
+            flags=cv2.SOLVEPNP_ITERATIVE,
+        )
         if not found:
             return None
         rot_f = cv2.Rodrigues(rvec)[0]
